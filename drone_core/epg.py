@@ -73,6 +73,12 @@ def _as_tensor(x: ArrayLike, name: str, dtype: torch.dtype, device: torch.device
     return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
+def _as_1d(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.ndim > 1:
+        raise ValueError(f"{name}: expected a scalar or a 1-D array (n,), got shape {tuple(x.shape)}")
+    return x.reshape(-1)
+
+
 def simulate_sequence(
     flip_angle_deg: torch.Tensor,
     tr_ms: torch.Tensor,
@@ -197,8 +203,8 @@ def simulate(
         device = t1_ms.device if isinstance(t1_ms, torch.Tensor) else torch.device("cpu")
     device = _resolve_device(device)
 
-    t1 = _as_tensor(t1_ms, "t1_ms", dtype, device).reshape(-1)
-    t2 = _as_tensor(t2_ms, "t2_ms", dtype, device).reshape(-1)
+    t1 = _as_1d(_as_tensor(t1_ms, "t1_ms", dtype, device), "t1_ms")
+    t2 = _as_1d(_as_tensor(t2_ms, "t2_ms", dtype, device), "t2_ms")
     if t1.shape != t2.shape:
         if t1.numel() == 1:
             t1 = t1.expand_as(t2)
@@ -206,16 +212,18 @@ def simulate(
             t2 = t2.expand_as(t1)
         else:
             raise ValueError(f"t2_ms: expected shape {tuple(t1.shape)} like t1_ms, got {tuple(t2.shape)}")
-    b1_t = _as_tensor(b1, "b1", dtype, device).reshape(-1)
+    b1_t = _as_1d(_as_tensor(b1, "b1", dtype, device), "b1")
     if b1_t.numel() not in (1, t1.numel()):
         raise ValueError(f"b1: expected a scalar or {t1.numel()} values like t1_ms, got {b1_t.numel()}")
     with torch.no_grad():
-        if bool((t1 <= 0).any()) or bool((t2 <= 0).any()):
-            raise ValueError("t1_ms, t2_ms: expected all values > 0 ms")
-        if not bool(torch.isfinite(t1).all() & torch.isfinite(t2).all()):
-            raise ValueError("t1_ms, t2_ms: expected finite values")
-        if bool((b1_t < 0).any()) or not bool(torch.isfinite(b1_t).all()):
-            raise ValueError("b1: expected finite values ≥ 0")
+        for name, values in (("t1_ms", t1), ("t2_ms", t2)):
+            bad = ~torch.isfinite(values) | (values <= 0)
+            if bool(bad.any()):
+                raise ValueError(f"{name}: expected finite values > 0 ms, got {values[bad][0].item()} "
+                                 f"({int(bad.sum())} bad of {values.numel()})")
+        bad = ~torch.isfinite(b1_t) | (b1_t < 0)
+        if bool(bad.any()):
+            raise ValueError(f"b1: expected finite values ≥ 0, got {b1_t[bad][0].item()}")
     b1_arg: torch.Tensor | float = b1_t[0] if b1_t.numel() == 1 else b1_t
 
     fa = torch.as_tensor(schedule.flip_angle_deg, dtype=dtype, device=device)
@@ -227,7 +235,11 @@ def simulate(
         b1_chunk = b1_arg if not isinstance(b1_arg, torch.Tensor) or b1_arg.ndim == 0 else b1_arg[sl]
         parts.append(simulate_sequence(fa, tr, schedule.te_ms, schedule.ti_ms, schedule.inversion_efficiency,
                                        t1[sl], t2[sl], b1_chunk))
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    if n == 0:
+        out = torch.zeros((0, schedule.n_frames), dtype=torch.complex128 if dtype == torch.float64
+                          else torch.complex64, device=device)
+    else:
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     if as_numpy:
         return out.detach().cpu().numpy()
     return out

@@ -48,11 +48,10 @@ def _as_float(value: Any, name: str) -> float:
 def _as_float_list(value: Any, name: str) -> tuple[float, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise TypeError(f"schedule field {name!r}: expected a list of numbers, got {type(value).__name__}")
-    arr = np.asarray(value)
-    if arr.ndim != 1:
-        raise ValueError(f"schedule field {name!r}: expected a flat list, got shape {arr.shape}")
-    return tuple(_as_float(v.item() if isinstance(v, np.generic) else v, f"{name}[{i}]")
-                 for i, v in enumerate(arr.tolist()))
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise ValueError(f"schedule field {name!r}: expected a flat list, got shape {value.shape}")
+    items = value.tolist() if isinstance(value, np.ndarray) else list(value)
+    return tuple(_as_float(v, f"{name}[{i}]") for i, v in enumerate(items))
 
 
 @dataclass(frozen=True)
@@ -203,6 +202,8 @@ class Schedule:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ValueError(f"schedule path {str(path)!r}: cannot read ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"schedule path {str(path)!r}: not UTF-8 text ({exc.reason})") from exc
         try:
             return cls.from_json(text)
         except (ValueError, TypeError) as exc:

@@ -36,6 +36,10 @@ from drone_core.schedule import Schedule
 
 __all__ = ["DesignConstraints", "DesignResult", "random_schedules", "design_schedule", "main"]
 
+#: Designed flip angles (degrees) and TRs (ms) are written with this many decimals.
+_DECIMALS = 3
+_ROUNDING_MS = 10.0**-_DECIMALS
+
 
 @dataclass(frozen=True)
 class DesignConstraints:
@@ -74,9 +78,13 @@ class DesignConstraints:
                              f"{self.fa_min_deg}, {self.fa_max_deg}")
 
     def project(self, tr_ms: np.ndarray) -> np.ndarray:
-        """Scale every TR's excess over ``tr_min_ms`` by one factor so TI + ΣTR ≤ budget."""
+        """Scale every TR's excess over ``tr_min_ms`` by one factor so TI + ΣTR ≤ budget.
+
+        The budget is kept with a margin of 0.5 µs per frame so that rounding the TRs to 1 µs
+        (:meth:`schedule`) cannot push the total over it.
+        """
         tr = np.clip(np.asarray(tr_ms, dtype=np.float64), self.tr_min_ms, self.tr_max_ms)
-        room = self.budget_ms - self.ti_ms - self.n_frames * self.tr_min_ms
+        room = self.budget_ms - self.ti_ms - self.n_frames * (self.tr_min_ms + _ROUNDING_MS / 2)
         excess = tr - self.tr_min_ms
         if excess.sum() > room:
             tr = self.tr_min_ms + excess * (room / excess.sum()) * (1 - 1e-9)
@@ -85,8 +93,8 @@ class DesignConstraints:
     def schedule(self, flip_angle_deg: np.ndarray, tr_ms: np.ndarray, name: str) -> Schedule:
         """A validated :class:`Schedule` from arrays (TRs projected onto the budget)."""
         fa = np.clip(np.asarray(flip_angle_deg, dtype=np.float64), self.fa_min_deg, self.fa_max_deg)
-        return Schedule(name, [round(float(a), 3) for a in fa],
-                        [round(float(t), 3) for t in self.project(tr_ms)],
+        return Schedule(name, [round(float(a), _DECIMALS) for a in fa],
+                        [round(float(t), _DECIMALS) for t in self.project(tr_ms)],
                         self.te_ms, self.ti_ms, self.inversion_efficiency)
 
 
@@ -142,7 +150,7 @@ def _descend(c: DesignConstraints, fa0: np.ndarray, tr0: np.ndarray, steps: int,
         loss.backward()
         opt.step()
         sched.step()
-        if float(over) == 0.0 and float(cost) < best[0]:
+        if over.item() == 0.0 and cost.item() < best[0]:
             best = (float(cost), fa.detach().numpy().copy(), tr.detach().numpy().copy())
     with torch.no_grad():
         fa = (c.fa_min_deg + fa_span * torch.sigmoid(a)).numpy()
