@@ -151,7 +151,7 @@ def _descend(c: DesignConstraints, fa0: np.ndarray, tr0: np.ndarray, steps: int,
         opt.step()
         sched.step()
         if over.item() == 0.0 and cost.item() < best[0]:
-            best = (float(cost), fa.detach().numpy().copy(), tr.detach().numpy().copy())
+            best = (cost.item(), fa.detach().numpy().copy(), tr.detach().numpy().copy())
     with torch.no_grad():
         fa = (c.fa_min_deg + fa_span * torch.sigmoid(a)).numpy()
         tr = (c.tr_min_ms + tr_span * torch.sigmoid(b)).numpy()
