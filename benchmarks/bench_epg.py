@@ -29,6 +29,13 @@ What it measures, all on the CPU, float32:
    of the complex64 output array (``n × 25 × 8`` bytes). The increment also holds the float64 grid
    (three ``(n,)`` arrays, ~25 MB) and its temporaries.
 
+   Caveat handled here: on Linux a child's ``ru_maxrss`` starts at the *parent's* peak RSS (the
+   kernel carries the old address space's high-water mark across ``exec``), so a child started
+   after the paper benchmark would report the parent's peak as its own. The 1M children are
+   therefore started first, while the parent holds only its imports (the same as the child's
+   baseline), and each child also reports ``VmHWM`` from ``/proc/self/status`` (the high-water
+   mark of its own address space, not inherited) as a cross-check.
+
 Until ``drone_core/schedules/epi_mrf_25.json`` exists, :func:`default_schedule` fails; the script
 then falls back to a seeded random 25-frame schedule (FA ~ U(5, 90)°, TR ~ U(45, 130) ms, TE 23 ms,
 TI 19 ms, η = 1), says so loudly and records ``schedule.source = "fallback-random"`` in the JSON.
@@ -251,13 +258,24 @@ def maxrss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+def vmhwm_bytes() -> int | None:
+    """Peak RSS of this process's own address space (``VmHWM``, Linux only; else None)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def child_1m(chunk: int | None) -> dict[str, Any]:
     """Generate the ~1M-atom dictionary in this (fresh) process; time and peak memory.
 
     Runs inside the subprocess started by :func:`measure_1m`. The baseline is read first thing,
     right after the module imports (numpy, torch, drone_core, already done at import time).
     """
-    baseline = maxrss_bytes()
+    baseline, baseline_hwm = maxrss_bytes(), vmhwm_bytes()
     schedule, _ = load_schedule(quiet=True)
     t1, t2, b1 = grid((1, 5000), (1, 2000), t1_step_ms=10, t2_step_ms=10, b1=B1_AXIS)
     assert b1 is not None
@@ -266,7 +284,7 @@ def child_1m(chunk: int | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     dictionary = Dictionary.generate(schedule, t1, t2, b1, **kwargs)
     elapsed = time.perf_counter() - t0
-    peak = maxrss_bytes()
+    peak, peak_hwm = maxrss_bytes(), vmhwm_bytes()
     n = len(dictionary)
     return {
         "chunk_size": DEFAULT_CHUNK_SIZE if chunk is None else chunk,
@@ -279,6 +297,9 @@ def child_1m(chunk: int | None) -> dict[str, Any]:
         "maxrss_after_grid_bytes": peak_after_grid,
         "peak_maxrss_bytes": peak,
         "increment_bytes": peak - baseline,
+        "baseline_vmhwm_bytes": baseline_hwm,
+        "peak_vmhwm_bytes": peak_hwm,
+        "vmhwm_increment_bytes": None if peak_hwm is None or baseline_hwm is None else peak_hwm - baseline_hwm,
         "output_bytes": int(dictionary.atoms.nbytes),
         "grid_input_bytes": int(t1.nbytes + t2.nbytes + b1.nbytes),
         "torch_num_threads": torch.get_num_threads(),
@@ -299,6 +320,11 @@ def measure_1m(chunk: int | None, threads: int | None) -> dict[str, Any]:
     print(f"  {result['time_s']:.2f} s, peak RSS {result['peak_maxrss_bytes'] / MIB:.0f} MiB "
           f"(+{result['increment_bytes'] / MIB:.0f} MiB over baseline; output {result['output_bytes'] / MIB:.0f} MiB)",
           file=sys.stderr)
+    own = result["baseline_vmhwm_bytes"]
+    if own is not None and result["baseline_maxrss_bytes"] > own + 32 * MIB:
+        print(f"  WARNING: the child's baseline ru_maxrss ({result['baseline_maxrss_bytes'] / MIB:.0f} MiB) exceeds "
+              f"its own VmHWM ({own / MIB:.0f} MiB): inherited from the parent; trust the VmHWM column.",
+              file=sys.stderr)
     return result
 
 
@@ -335,16 +361,18 @@ def markdown_report(hw: dict[str, Any], sched: ScheduleInfo, paper: dict[str, An
         lines += [f"## ~1M-atom (T1, T2, B1) dictionary ({m0['n_atoms']:,} atoms × {m0['n_frames']} frames), "
                   "fresh subprocess per row", "",
                   "| chunk_size | time (s) | atoms/s | baseline RSS (MiB) | peak RSS (MiB) | increment (MiB) "
-                  "| output array (MiB) | increment / output |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| VmHWM increment (MiB) | output array (MiB) | increment / output |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for m in memory:
             chunk = f"{m['chunk_size']} (default)" if m["chunk_is_default"] else str(m["chunk_size"])
+            hwm = "n/a" if m["vmhwm_increment_bytes"] is None else f"{m['vmhwm_increment_bytes'] / MIB:.0f}"
             lines.append(f"| {chunk} | {m['time_s']:.2f} | {m['atoms_per_s']:,.0f} | "
                          f"{m['baseline_maxrss_bytes'] / MIB:.0f} | {m['peak_maxrss_bytes'] / MIB:.0f} | "
-                         f"{m['increment_bytes'] / MIB:.0f} | {m['output_bytes'] / MIB:.0f} | "
+                         f"{m['increment_bytes'] / MIB:.0f} | {hwm} | {m['output_bytes'] / MIB:.0f} | "
                          f"{m['increment_bytes'] / m['output_bytes']:.2f} |")
         lines += ["",
-                  "Baseline = ru_maxrss right after imports; peak = ru_maxrss after generation; the increment "
+                  "Baseline = ru_maxrss right after imports; peak = ru_maxrss after generation (MiB = 2^20 "
+                  "bytes); VmHWM increment = the same from /proc/self/status (cross-check); the increment "
                   f"includes the float64 grid inputs ({m0['grid_input_bytes'] / MIB:.0f} MiB) and their "
                   "temporaries. One timed run per row (no warm-up).", ""]
     return "\n".join(lines)
@@ -392,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
 
     schedule, sched_info = load_schedule()
     hw = hardware_info()
-    paper = bench_paper_dictionary(schedule, args.repeats)
+    # The 1M children run first, while this process holds only its imports: a child's ru_maxrss
+    # starts at its parent's peak RSS (see the module docstring).
     memory = None if args.skip_1m else [measure_1m(chunk, args.threads) for chunk in MEMORY_CHUNKS]
+    paper = bench_paper_dictionary(schedule, args.repeats)
 
     print(markdown_report(hw, sched_info, paper, memory))
     if args.json is not None:
