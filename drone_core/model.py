@@ -1,0 +1,403 @@
+"""The DRONE network and the model file around it.
+
+:class:`DroneMLP` is the paper's fully connected network — ``n_frames → 300 tanh → 300 tanh → 2
+sigmoid`` by default, depth, width and activation configurable. Its two sigmoid outputs are the
+normalised targets ``(T − T_lo)/(T_hi − T_lo)`` of T1 and T2 over the training ranges.
+
+:class:`DroneModel` is a network plus everything needed to use it correctly: the schedule it
+was trained for, the parameter ranges, the input normalisation, the architecture, training facts
+and the package version. Files are safetensors (never pickle) whose metadata key ``drone_model``
+holds that JSON, including a SHA-256 of the weights so a tampered file is refused.
+
+Input normalisation (:func:`normalise_fingerprints`): magnitudes (complex input is reduced to
+``|s|``), divided by their L2 norm over the frames, times ``√n_frames`` (so every frame has unit
+RMS on average — better conditioned for tanh than unit norm). Voxels with zero or non-finite
+signal give NaN estimates.
+
+M0 (:meth:`DroneModel.estimate`): the scale that maps the magnitude atom at the estimate
+(simulated with M0 = 1 by :func:`drone_core.epg.simulate`) onto the measured magnitudes
+(:func:`drone_core.m0.fit_m0`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._version import __version__
+from .epg import simulate
+from .m0 import fit_m0
+from .schedule import Schedule
+
+__all__ = [
+    "DroneMLP",
+    "DroneModel",
+    "Estimate",
+    "normalise_fingerprints",
+    "default_model",
+    "DEFAULT_MODEL_NAME",
+    "ACTIVATIONS",
+]
+
+#: File name of the shipped model under ``drone_core/weights``.
+DEFAULT_MODEL_NAME = "drone_epi_mrf_25.safetensors"
+FILE_KIND = "drone-model"
+FORMAT_VERSION = 1
+_META_KEY = "drone_model"
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+Precision = Literal["fp32", "bf16"]
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class DroneMLP(nn.Module):
+    """Fully connected network ``n_frames → hidden… → 2`` with sigmoid outputs in [0, 1].
+
+    Args:
+        n_frames: input length N (frames per fingerprint).
+        hidden: widths of the hidden layers (paper: ``(300, 300)``).
+        activation: hidden activation, one of :data:`ACTIVATIONS` (paper: ``"tanh"``).
+        n_outputs: number of estimated parameters (2: T1, T2).
+    """
+
+    def __init__(self, n_frames: int = 25, hidden: Sequence[int] = (300, 300), activation: str = "tanh",
+                 n_outputs: int = 2) -> None:
+        super().__init__()
+        if n_frames < 1:
+            raise ValueError(f"n_frames: expected ≥ 1, got {n_frames}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not hidden or any(int(h) < 1 for h in hidden):
+            raise ValueError(f"hidden: expected one or more positive widths, got {list(hidden)}")
+        self.n_frames = int(n_frames)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.n_outputs = int(n_outputs)
+        layers: list[nn.Module] = []
+        width = self.n_frames
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            width = h
+        layers += [nn.Linear(width, self.n_outputs), nn.Sigmoid()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, n_frames)`` normalised fingerprints → ``(n, n_outputs)`` in [0, 1]."""
+        return self.layers(x)
+
+    def architecture(self) -> dict[str, Any]:
+        """JSON-ready description (stored in model files)."""
+        return {"type": "mlp", "n_frames": self.n_frames, "hidden": list(self.hidden),
+                "activation": self.activation, "n_outputs": self.n_outputs, "output": "sigmoid"}
+
+    @classmethod
+    def from_architecture(cls, arch: dict[str, Any]) -> "DroneMLP":
+        if arch.get("type") != "mlp" or arch.get("output") != "sigmoid":
+            raise ValueError(f"architecture: expected an mlp with sigmoid output, got {arch}")
+        return cls(int(arch["n_frames"]), tuple(arch["hidden"]), str(arch["activation"]), int(arch["n_outputs"]))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def normalise_fingerprints(signals: np.ndarray | torch.Tensor, n_frames: int | None = None, *,
+                           device: str | torch.device | None = None,
+                           dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network input from measured fingerprints.
+
+    Args:
+        signals: ``(n, n_frames)`` magnitudes of any scale, or complex (the magnitude is taken).
+        n_frames: expected frame count (checked when given).
+        device, dtype: of the returned tensors.
+
+    Returns:
+        ``(x, valid)``: ``x`` ``(n, n_frames)`` = ``|s|/‖s‖₂·√n_frames`` (zeros where invalid) and
+        ``valid`` ``(n,)`` bool, False where the signal is all zero or not finite.
+    """
+    if isinstance(signals, torch.Tensor):
+        t = signals.detach()
+    else:
+        arr = np.asarray(signals)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"signals: expected a numeric array, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim != 2:
+        raise ValueError(f"signals: expected shape (n, n_frames), got {tuple(t.shape)}")
+    if n_frames is not None and t.shape[1] != n_frames:
+        raise ValueError(f"signals: expected {n_frames} frames (the model's schedule), got {t.shape[1]} "
+                         f"(shape {tuple(t.shape)})")
+    dev = t.device if device is None else _resolve_device(device)
+    t = t.to(dev)
+    mag = t.abs() if t.is_complex() else t.abs() if t.is_floating_point() else t.to(torch.float64).abs()
+    mag = mag.to(dtype)
+    finite = torch.isfinite(mag).all(dim=1)
+    mag = torch.where(finite[:, None], mag, torch.zeros_like(mag))
+    norm = torch.linalg.vector_norm(mag, dim=1)
+    valid = finite & (norm > 0)
+    scale = math.sqrt(mag.shape[1]) / torch.where(valid, norm, torch.ones_like(norm))
+    return mag * scale[:, None], valid
+
+
+class Estimate(NamedTuple):
+    """Per-voxel estimates: ``(n,)`` float32 arrays; NaN/0 where the signal was invalid."""
+
+    t1_ms: np.ndarray
+    t2_ms: np.ndarray
+    m0: np.ndarray
+
+
+def _weights_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().to("cpu", torch.float32).contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class DroneModel:
+    """A trained DRONE network with its schedule, ranges and provenance.
+
+    Attributes:
+        network: the :class:`DroneMLP`.
+        schedule: the schedule it was trained for; signals of another schedule are refused.
+        t1_range_ms, t2_range_ms: ``(low, high)`` of the sigmoid output mapping, ms.
+        training: facts about training (epochs, noise, data, time, hardware, metrics …).
+        version: package version that wrote the model.
+    """
+
+    network: DroneMLP
+    schedule: Schedule
+    t1_range_ms: tuple[float, float]
+    t2_range_ms: tuple[float, float]
+    training: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.network.n_frames != self.schedule.n_frames:
+            raise ValueError(f"network: expects {self.network.n_frames} frames but the schedule has "
+                             f"{self.schedule.n_frames}")
+        for name, (lo, hi) in (("t1_range_ms", self.t1_range_ms), ("t2_range_ms", self.t2_range_ms)):
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+                raise ValueError(f"{name}: expected 0 ≤ low < high, got ({lo}, {hi})")
+        self.t1_range_ms = (float(self.t1_range_ms[0]), float(self.t1_range_ms[1]))
+        self.t2_range_ms = (float(self.t2_range_ms[0]), float(self.t2_range_ms[1]))
+        self._fast: dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_frames(self) -> int:
+        return self.schedule.n_frames
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: str | torch.device) -> "DroneModel":
+        """Move the network (in place) and return self. ``"auto"`` picks CUDA when present."""
+        self.network.to(_resolve_device(device))
+        self._fast.clear()
+        return self
+
+    def targets_to_unit(self, t1_ms: torch.Tensor, t2_ms: torch.Tensor) -> torch.Tensor:
+        """``(n,), (n,)`` ms → ``(n, 2)`` normalised targets in [0, 1] (training side)."""
+        lo1, hi1 = self.t1_range_ms
+        lo2, hi2 = self.t2_range_ms
+        return torch.stack([(t1_ms - lo1) / (hi1 - lo1), (t2_ms - lo2) / (hi2 - lo2)], dim=1)
+
+    def unit_to_ms(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, 2)`` network output in [0, 1] → T1, T2 in ms."""
+        lo1, hi1 = self.t1_range_ms
+        lo2, hi2 = self.t2_range_ms
+        return lo1 + (hi1 - lo1) * y[:, 0], lo2 + (hi2 - lo2) * y[:, 1]
+
+    def check_schedule(self, schedule: Schedule, source: str = "the data") -> None:
+        """Raise ValueError unless ``schedule`` has this model's physics (digest), naming both."""
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule: expected drone_core.schedule.Schedule, got {type(schedule).__name__}")
+        if not schedule.same_physics(self.schedule):
+            raise ValueError(
+                f"schedule mismatch: {source} was acquired with schedule {schedule.name!r} "
+                f"({schedule.n_frames} frames, digest {schedule.digest()}) but the model was trained for "
+                f"{self.schedule.name!r} ({self.schedule.n_frames} frames, digest {self.schedule.digest()})")
+
+    # ------------------------------------------------------------------ inference
+    def _layers(self, precision: Precision) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        key = (str(self.device), precision)
+        if key not in self._fast:
+            dt = torch.bfloat16 if precision == "bf16" else torch.float32
+            linears = [m for m in self.network.layers if isinstance(m, nn.Linear)]
+            self._fast[key] = [(m.weight.detach().t().contiguous().to(dt), m.bias.detach().to(dt)) for m in linears]
+        return self._fast[key]
+
+    def _forward_fast(self, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+        """The network's forward pass with fused in-place activations (inference only).
+
+        bf16: the first layer runs in fp32 (its inputs carry the signal's precision) and the hidden
+        layers in bfloat16 (8-bit mantissa; AVX512-BF16/AMX or tensor cores make it ~3× faster).
+        """
+        layers = self._layers(precision)
+        act = self.network.activation
+        fp32_first = self._layers("fp32")[0] if precision == "bf16" else layers[0]
+        h = torch.addmm(fp32_first[1], x, fp32_first[0])
+        if precision == "bf16":
+            h = h.to(torch.bfloat16)
+        for i, (w, b) in enumerate(layers[1:]):
+            h = _activate(h, act)
+            h = torch.addmm(b, h, w)
+        return torch.sigmoid(h.float())
+
+    @torch.inference_mode()
+    def predict(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
+                precision: Precision = "fp32") -> tuple[np.ndarray, np.ndarray]:
+        """T1 and T2 of every fingerprint.
+
+        Args:
+            signals: ``(n, n_frames)`` magnitudes of any scale (complex → magnitude), numpy or torch.
+            batch_size: voxels per forward pass (bounds memory).
+            precision: ``"fp32"`` or ``"bf16"`` (faster on CPUs with AVX512-BF16/AMX and on GPUs;
+                accuracy cost in ``docs/BENCHMARKS.md``).
+
+        Returns:
+            ``(t1_ms, t2_ms)`` float32 numpy arrays ``(n,)``; NaN where the signal is zero/not finite.
+        """
+        t1, t2, _ = self._predict_tensors(signals, batch_size=batch_size, precision=precision)
+        return t1.cpu().numpy(), t2.cpu().numpy()
+
+    def _predict_tensors(self, signals: np.ndarray | torch.Tensor, *, batch_size: int,
+                         precision: Precision) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        x, valid = normalise_fingerprints(signals, self.n_frames, device=self.device)
+        self.network.eval()
+        outs = [self._forward_fast(x[i:i + batch_size], precision) for i in range(0, x.shape[0], batch_size)]
+        y = torch.cat(outs) if outs else torch.zeros((0, 2), device=self.device)
+        t1, t2 = self.unit_to_ms(y)
+        nan = torch.full_like(t1, float("nan"))
+        return torch.where(valid, t1, nan), torch.where(valid, t2, nan), valid
+
+    def estimate(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
+                 precision: Precision = "fp32") -> Estimate:
+        """T1, T2 and M0 of every fingerprint (M0 in the signal's units, see the module docstring)."""
+        with torch.inference_mode():
+            t1, t2, valid = self._predict_tensors(signals, batch_size=batch_size, precision=precision)
+        t1_np, t2_np, valid_np = t1.cpu().numpy(), t2.cpu().numpy(), valid.cpu().numpy()
+        mags = np.abs(signals.detach().cpu().numpy() if isinstance(signals, torch.Tensor) else np.asarray(signals))
+        m0 = np.zeros(t1_np.shape, dtype=np.float32)
+        if valid_np.any():
+            atoms = np.abs(simulate(self.schedule, t1_np[valid_np].astype(np.float64),
+                                    np.clip(t2_np[valid_np], 1e-3, None).astype(np.float64)))
+            m0[valid_np] = fit_m0(np.where(np.isfinite(mags[valid_np]), mags[valid_np], 0).astype(np.float32),
+                                  atoms.astype(np.float32))
+        return Estimate(t1_np, t2_np, m0)
+
+    # ------------------------------------------------------------------ files
+    def metadata(self) -> dict[str, Any]:
+        """The JSON stored in the file (without the weights digest)."""
+        return {
+            "kind": FILE_KIND,
+            "format_version": FORMAT_VERSION,
+            "drone_version": self.version,
+            "schedule": self.schedule.to_dict(),
+            "schedule_digest": self.schedule.digest(),
+            "t1_range_ms": list(self.t1_range_ms),
+            "t2_range_ms": list(self.t2_range_ms),
+            "input": {"magnitude": True, "norm": "l2", "scale": "sqrt(n_frames)"},
+            "target": {"transform": "linear", "order": ["t1_ms", "t2_ms"]},
+            "architecture": self.network.architecture(),
+            "training": self.training,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write a safetensors file with the JSON metadata (see the module docstring)."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.network.state_dict().items()}
+        meta = self.metadata()
+        meta["weights_sha256"] = _weights_digest(state)
+        save_file(state, str(path), metadata={_META_KEY: json.dumps(meta)})
+
+    @classmethod
+    def load(cls, path: str | Path | Any, device: str | torch.device = "cpu") -> "DroneModel":
+        """Read a model file; refuses anything that is not an intact DRONE model, with the reason.
+
+        Args:
+            path: file path (or an ``importlib.resources`` traversable).
+            device: where to put the network (``"auto"`` → CUDA when present).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load as load_bytes
+
+        p = Path(str(path))
+        try:
+            data = path.read_bytes() if hasattr(path, "read_bytes") else p.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"model path {str(p)!r}: cannot read ({exc.strerror})") from exc
+        try:
+            header_len = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8:8 + header_len])
+            state = load_bytes(data)
+        except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{p}: not a safetensors model file ({exc})") from exc
+        raw = (header.get("__metadata__") or {}).get(_META_KEY)
+        if raw is None:
+            raise ValueError(f"{p}: no {_META_KEY!r} metadata — not a DRONE model file")
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: corrupt model metadata ({exc})") from exc
+        if meta.get("kind") != FILE_KIND:
+            raise ValueError(f"{p}: expected kind {FILE_KIND!r}, got {meta.get('kind')!r}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{p}: model format version {meta.get('format_version')!r}; this package reads "
+                             f"version {FORMAT_VERSION}")
+        digest = _weights_digest(state)
+        if digest != meta.get("weights_sha256"):
+            raise ValueError(f"{p}: weights do not match their recorded SHA-256 (file tampered or corrupt)")
+        schedule = Schedule.from_dict(meta["schedule"])
+        if schedule.digest() != meta.get("schedule_digest"):
+            raise ValueError(f"{p}: schedule does not match its recorded digest (file tampered or corrupt)")
+        network = DroneMLP.from_architecture(meta["architecture"])
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{p}: weights do not fit the recorded architecture ({exc})") from exc
+        model = cls(network, schedule, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]),
+                    meta.get("training", {}), meta.get("drone_version", "unknown"))
+        return model.to(device)
+
+
+def _activate(h: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "tanh":
+        return h.tanh_()
+    if activation == "relu":
+        return h.relu_()
+    if activation == "gelu":
+        return torch.nn.functional.gelu(h)
+    return torch.nn.functional.silu(h, inplace=True)
+
+
+def default_model(device: str | torch.device = "cpu") -> DroneModel:
+    """The shipped model for the default schedule and the paper grid (``drone_core/weights``)."""
+    ref = resources.files("drone_core.weights").joinpath(DEFAULT_MODEL_NAME)
+    if not ref.is_file():
+        raise FileNotFoundError(f"the shipped model {DEFAULT_MODEL_NAME} is missing from drone_core/weights")
+    return DroneModel.load(ref, device=device)
