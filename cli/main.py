@@ -3,6 +3,7 @@
     drone simulate --out dict.safetensors         # EPG dictionary (paper grid by default)
     drone crb [--schedule S.json]                 # Cramér–Rao bounds for WM/GM/CSF
     drone design-schedule --out S.json            # CRB-optimal schedule design
+    drone train --out runs/x                      # train a network (paper defaults)
     drone demo                                    # what the shipped pieces do, end to end
 
 Logs and progress go to stderr; results to stdout or files.
@@ -84,6 +85,12 @@ def _cmd_design(args: argparse.Namespace) -> int:
     if args.report:
         forwarded += ["--report", str(args.report)]
     return schedule_design.main(forwarded)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from drone_training import train as training
+
+    return training.run(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -169,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--random", type=int, default=100, help="random schedules to compare against")
     g.set_defaults(func=_cmd_design)
+
+    t = sub.add_parser("train", help="train a DRONE network from EPG simulations",
+                       description="Train the DRONE MLP (paper defaults) and write model.safetensors, loss_curve.png, "
+                                   "scatter.png and summary.json. For data parallel training use "
+                                   "`torchrun --nproc_per_node N -m drone_training.train` with the same options.")
+    from drone_training.train import add_train_arguments
+
+    add_train_arguments(t)
+    t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="run the shipped pieces end to end on simulated data",
                        description="Default schedule → CRB → paper dictionary → matching of noisy tissue fingerprints.")

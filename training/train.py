@@ -188,7 +188,7 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         from torch.nn.parallel import DistributedDataParallel
 
         trainable = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    local_batch = max(1, config.batch_size // world)
+    local_batch = max(1, min(config.batch_size // world, math.ceil(n / world)))
     steps_per_epoch = math.ceil(n / (local_batch * world))
     opt = torch.optim.Adam(trainable.parameters(), lr=config.lr)
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -217,9 +217,9 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         network.train()
         perm = torch.randperm(n, generator=perm_gen).to(device)
         # Pad to a whole number of global steps so every rank runs the same step count.
-        pad = steps_per_epoch * local_batch * world - n
-        if pad:
-            perm = torch.cat([perm, perm[:pad]])
+        total = steps_per_epoch * local_batch * world
+        if total > n:
+            perm = perm.repeat(math.ceil(total / n))[:total]
         mine = perm.view(steps_per_epoch, world, local_batch)[:, rank, :]
         running = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
@@ -407,14 +407,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        threads=args.threads)
 
 
-def training_dictionary(args: argparse.Namespace) -> Dictionary:
-    """The training atoms the arguments ask for (a file, or the paper grid simulated now)."""
+def source_dictionary(args: argparse.Namespace) -> Dictionary:
+    """The dictionary the arguments name (a file, or the paper grid simulated now), before sub-sampling."""
     if args.dictionary is not None:
-        d = Dictionary.load(args.dictionary)
-    else:
-        schedule = default_schedule() if args.schedule is None else Schedule.load(args.schedule)
-        d = Dictionary.generate(schedule, *paper_grid())
-    return d.subsample(args.fold, method=args.fold_method, seed=args.seed) if args.fold > 1 else d
+        return Dictionary.load(args.dictionary)
+    schedule = default_schedule() if args.schedule is None else Schedule.load(args.schedule)
+    return Dictionary.generate(schedule, *paper_grid())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -427,12 +425,13 @@ def run(args: argparse.Namespace) -> int:
         initialised = True
     try:
         config = config_from_args(args)
-        full = training_dictionary(args)
-        result = train(full, config, progress=not args.quiet)
+        full = source_dictionary(args)
+        atoms = full.subsample(args.fold, method=args.fold_method, seed=args.seed) if args.fold > 1 else full
+        result = train(atoms, config, progress=not args.quiet)
         rank, _ = _dist()
         if rank == 0:
-            test = full if args.fold == 1 and args.dictionary is None else None
-            summary = write_outputs(result, test if test is not None else full, args.out)
+            # Metrics on the whole source dictionary: with --fold > 1 that includes the atoms not trained on.
+            summary = write_outputs(result, full, args.out)
             m = summary["metrics"]["noise_free"]
             print(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s on {world} process(es); "
                   f"noise-free RMSE T1 {m['t1_ms']['rmse']:.1f} ms, T2 {m['t2_ms']['rmse']:.1f} ms; "

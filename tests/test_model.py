@@ -1,0 +1,221 @@
+"""drone_core.model: architecture, normalisation, the fast inference path, save/load integrity,
+input checks, schedule checks and M0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drone_core.epg import simulate
+from drone_core.m0 import fit_m0
+from drone_core.model import DroneMLP, DroneModel, normalise_fingerprints
+from drone_core.schedule import Schedule
+
+#: Fast path (addmm + in-place tanh) vs nn.Sequential in fp32: same math, different kernels/order;
+#: outputs in ms over a 5000 ms range → 1e-6 relative of the sigmoid is 5e-3 ms.
+FAST_PATH_ATOL_MS = 5e-2
+#: bf16 hidden layers (8-bit mantissa) on an untrained network: errors of ~0.5 % of the range.
+BF16_ATOL_MS = 60.0
+#: Scale invariance: normalisation divides out the scale exactly up to float32 rounding.
+SCALE_ATOL_MS = 1e-2
+#: M0 from noise-free atoms at the exact parameters: float32 dot products.
+M0_RTOL = 1e-5
+
+N_FRAMES = 11
+
+
+@pytest.fixture(scope="module")
+def schedule() -> Schedule:
+    rng = np.random.default_rng(4)
+    return Schedule("model-test", rng.uniform(5, 90, N_FRAMES).tolist(), rng.uniform(45, 250, N_FRAMES).tolist(),
+                    23.0, 19.0, 1.0)
+
+
+@pytest.fixture()
+def model(schedule: Schedule) -> DroneModel:
+    torch.manual_seed(0)
+    return DroneModel(DroneMLP(N_FRAMES, (40, 30)), schedule, (10.0, 5000.0), (2.0, 2000.0),
+                      training={"note": "untrained, for tests"})
+
+
+@pytest.fixture()
+def signals(schedule: Schedule) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    t1 = rng.uniform(200, 4000, 37)
+    t2 = rng.uniform(20, 180, 37)
+    return np.abs(simulate(schedule, t1, t2))
+
+
+def test_paper_architecture() -> None:
+    net = DroneMLP()
+    shapes = [tuple(p.shape) for p in net.parameters()]
+    assert shapes == [(300, 25), (300,), (300, 300), (300,), (2, 300), (2,)]
+    assert net.n_parameters() == 98_702
+    assert isinstance(net.layers[1], torch.nn.Tanh) and isinstance(net.layers[-1], torch.nn.Sigmoid)
+
+
+def test_configurable_architecture() -> None:
+    net = DroneMLP(13, (64, 32, 16), "relu")
+    assert net.architecture() == {"type": "mlp", "n_frames": 13, "hidden": [64, 32, 16], "activation": "relu",
+                                  "n_outputs": 2, "output": "sigmoid"}
+    assert DroneMLP.from_architecture(net.architecture()).n_parameters() == net.n_parameters()
+    with pytest.raises(ValueError, match="activation"):
+        DroneMLP(13, (8,), "swish!")
+    with pytest.raises(ValueError, match="hidden"):
+        DroneMLP(13, ())
+
+
+def test_normalisation_is_l2_times_sqrt_n_and_flags_invalid() -> None:
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, np.nan], [-3.0, 4.0]])
+    out, valid = normalise_fingerprints(x)
+    np.testing.assert_allclose(out[0].numpy(), np.array([0.6, 0.8]) * np.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(out[3].numpy(), out[0].numpy())  # magnitudes
+    assert valid.tolist() == [True, False, False, True]
+    assert torch.all(out[1] == 0) and torch.all(out[2] == 0)
+
+
+def test_fast_path_matches_module(model: DroneModel, signals: np.ndarray) -> None:
+    t1, t2 = model.predict(signals)
+    with torch.no_grad():
+        x, _ = normalise_fingerprints(signals, N_FRAMES)
+        r1, r2 = model.unit_to_ms(model.network(x))
+    np.testing.assert_allclose(t1, r1.numpy(), atol=FAST_PATH_ATOL_MS)
+    np.testing.assert_allclose(t2, r2.numpy(), atol=FAST_PATH_ATOL_MS)
+    b1, b2 = model.predict(signals, precision="bf16")
+    np.testing.assert_allclose(b1, t1, atol=BF16_ATOL_MS)
+    np.testing.assert_allclose(b2, t2, atol=BF16_ATOL_MS)
+
+
+def test_predict_is_scale_invariant_and_takes_complex(model: DroneModel, schedule: Schedule) -> None:
+    rng = np.random.default_rng(6)
+    cplx = simulate(schedule, rng.uniform(300, 3000, 9), rng.uniform(30, 300, 9))
+    a = model.predict(np.abs(cplx))
+    b = model.predict(np.abs(cplx) * 1234.5)
+    c = model.predict(cplx)
+    d = model.predict(torch.from_numpy(cplx))
+    for other in (b, c, d):
+        np.testing.assert_allclose(other[0], a[0], atol=SCALE_ATOL_MS)
+        np.testing.assert_allclose(other[1], a[1], atol=SCALE_ATOL_MS)
+    assert a[0].dtype == np.float32
+
+
+def test_predict_nan_for_zero_and_non_finite(model: DroneModel, signals: np.ndarray) -> None:
+    bad = signals.copy()
+    bad[2] = 0.0
+    bad[5, 3] = np.inf
+    t1, t2 = model.predict(bad)
+    assert np.isnan(t1[[2, 5]]).all() and np.isnan(t2[[2, 5]]).all()
+    assert np.isfinite(np.delete(t1, [2, 5])).all()
+
+
+def test_predict_output_within_ranges(model: DroneModel, signals: np.ndarray) -> None:
+    t1, t2 = model.predict(signals)
+    assert np.all((t1 >= 10.0) & (t1 <= 5000.0)) and np.all((t2 >= 2.0) & (t2 <= 2000.0))
+
+
+def test_wrong_frame_count_is_refused(model: DroneModel) -> None:
+    with pytest.raises(ValueError, match=r"signals: expected 11 frames .* got 12"):
+        model.predict(np.ones((4, 12)))
+    with pytest.raises(ValueError, match=r"signals: expected shape \(n, n_frames\)"):
+        model.predict(np.ones(11))
+    with pytest.raises(ValueError, match="precision"):
+        model.predict(np.ones((2, 11)), precision="fp8")  # type: ignore[arg-type]
+
+
+def test_save_load_round_trip_identical(model: DroneModel, signals: np.ndarray, tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    loaded = DroneModel.load(path)
+    for a, b in zip(model.predict(signals), loaded.predict(signals)):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.schedule.digest() == model.schedule.digest()
+    assert loaded.t1_range_ms == model.t1_range_ms and loaded.training == model.training
+    assert loaded.network.architecture() == model.network.architecture()
+
+
+def _header(path: Path) -> tuple[int, dict]:
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    return n, json.loads(data[8:8 + n])
+
+
+def test_tampered_weights_are_refused(model: DroneModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # one bit of the last weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        DroneModel.load(path)
+
+
+def test_tampered_schedule_is_refused(model: DroneModel, tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    n, header = _header(path)
+    meta = json.loads(header["__metadata__"]["drone_model"])
+    meta["schedule"]["flip_angle_deg"][0] += 1.0
+    header["__metadata__"]["drone_model"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    data = path.read_bytes()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    with pytest.raises(ValueError, match="schedule does not match"):
+        DroneModel.load(path)
+
+
+def test_not_a_model_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(ValueError, match="not a safetensors model file"):
+        DroneModel.load(junk)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(other))
+    with pytest.raises(ValueError, match="not a DRONE model file"):
+        DroneModel.load(other)
+    with pytest.raises(ValueError, match="cannot read"):
+        DroneModel.load(tmp_path / "missing.safetensors")
+
+
+def test_schedule_check_names_both(model: DroneModel, schedule: Schedule) -> None:
+    model.check_schedule(schedule.replace(name="renamed"))  # same physics passes
+    other = schedule.replace(te_ms=25.0, name="scanner-protocol")
+    with pytest.raises(ValueError, match=r"'scanner-protocol'.*'model-test'"):
+        model.check_schedule(other)
+
+
+def test_network_and_schedule_frame_counts_must_agree(schedule: Schedule) -> None:
+    with pytest.raises(ValueError, match="network: expects 12 frames"):
+        DroneModel(DroneMLP(12), schedule, (1, 5000), (1, 2000))
+
+
+def test_fit_m0_recovers_scale(schedule: Schedule) -> None:
+    rng = np.random.default_rng(7)
+    atoms = np.abs(simulate(schedule, rng.uniform(300, 3000, 20), rng.uniform(30, 300, 20)))
+    scale = rng.uniform(0.1, 500.0, 20).astype(np.float32)
+    np.testing.assert_allclose(fit_m0(atoms * scale[:, None], atoms), scale, rtol=M0_RTOL)
+    t = fit_m0(torch.from_numpy(atoms * scale[:, None]), torch.from_numpy(atoms))
+    np.testing.assert_allclose(t.numpy(), scale, rtol=M0_RTOL)
+    assert fit_m0(np.ones((1, 3)), np.zeros((1, 3)))[0] == 0.0
+
+
+def test_estimate_m0_is_scale_equivariant(model: DroneModel, signals: np.ndarray) -> None:
+    a = model.estimate(signals)
+    b = model.estimate(signals * 3.0)
+    np.testing.assert_allclose(b.m0, 3.0 * a.m0, rtol=1e-4)
+    np.testing.assert_array_equal(a.t1_ms, model.predict(signals)[0])
+
+
+@pytest.mark.gpu
+def test_predict_on_cuda_matches_cpu(model: DroneModel, signals: np.ndarray) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cpu = model.predict(signals)
+    gpu = model.to("cuda").predict(signals)
+    np.testing.assert_allclose(gpu[0], cpu[0], atol=FAST_PATH_ATOL_MS)
