@@ -12,7 +12,7 @@ import torch
 
 from drone_core.epg import simulate
 from drone_core.m0 import fit_m0
-from drone_core.model import DroneMLP, DroneModel, normalise_fingerprints
+from drone_core.model import DroneMLP, DroneModel, cpu_has_fast_bf16, normalise_fingerprints, resolve_precision
 from drone_core.schedule import Schedule
 
 #: Fast path (addmm + in-place tanh) vs nn.Sequential in fp32: same math, different kernels/order;
@@ -79,7 +79,7 @@ def test_normalisation_is_l2_times_sqrt_n_and_flags_invalid() -> None:
 
 
 def test_fast_path_matches_module(model: DroneModel, signals: np.ndarray) -> None:
-    t1, t2 = model.predict(signals)
+    t1, t2 = model.predict(signals, precision="fp32")
     with torch.no_grad():
         x, _ = normalise_fingerprints(signals, N_FRAMES)
         r1, r2 = model.unit_to_ms(model.network(x))
@@ -88,6 +88,14 @@ def test_fast_path_matches_module(model: DroneModel, signals: np.ndarray) -> Non
     b1, b2 = model.predict(signals, precision="bf16")
     np.testing.assert_allclose(b1, t1, atol=BF16_ATOL_MS)
     np.testing.assert_allclose(b2, t2, atol=BF16_ATOL_MS)
+
+
+def test_auto_precision_follows_hardware() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", cpu)
 
 
 def test_predict_is_scale_invariant_and_takes_complex(model: DroneModel, schedule: Schedule) -> None:
