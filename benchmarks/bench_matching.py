@@ -56,6 +56,7 @@ import torch
 
 from drone_core.dictionary import Dictionary, paper_grid
 from drone_core.matching import DEFAULT_CPU_CHUNKS, MIN_CPU_GEMM_WIDTH, Matcher
+from drone_core.noise import add_noise
 from drone_core.schedule import default_schedule
 
 #: Seeds of the slice signals, the accuracy subset and its noise.
@@ -88,11 +89,9 @@ def load_average() -> list[float] | None:
 
 
 def noisy(atoms: np.ndarray, rng: np.random.Generator, noise: float = NOISE) -> np.ndarray:
-    """``atoms`` plus complex Gaussian noise of σ = noise·max|atom| per atom (complex128)."""
-    atoms = atoms.astype(np.complex128)
-    sigma = noise * np.abs(atoms).max(axis=1, keepdims=True)
-    z = rng.standard_normal(atoms.shape) + 1j * rng.standard_normal(atoms.shape)
-    return atoms + sigma * z / np.sqrt(2.0)
+    """Magnitudes of ``atoms`` with the project's noise (:func:`drone_core.noise.add_noise`): complex
+    Gaussian, σ = noise·max|atom| in each of the real and imaginary channels."""
+    return add_noise(atoms.astype(np.complex128), noise, generator=rng)
 
 
 def time_fn(fn: Callable[[], Any], repeats: int) -> dict[str, Any]:
@@ -166,7 +165,7 @@ def speed_part(dictionary: Dictionary, threads: list[int], repeats: int, full_ge
     rng = np.random.default_rng(SLICE_SEED)
     idx = rng.integers(0, len(dictionary), N_VOXELS)
     m0 = rng.uniform(0.5, 2.0, (N_VOXELS, 1))
-    signals = np.abs(noisy(dictionary.atoms[idx] * m0, rng)).astype(np.float32)
+    signals = noisy(dictionary.atoms[idx] * m0, rng).astype(np.float32)
     n_atoms, n_frames = len(dictionary), dictionary.n_frames
     out: dict[str, Any] = {"n_voxels": N_VOXELS, "n_atoms": n_atoms, "n_frames": n_frames, "cases": [],
                            "plain_gemm": []}
@@ -202,7 +201,7 @@ def accuracy_part(dictionary: Dictionary) -> dict[str, Any]:
     rng = np.random.default_rng(SUBSET_SEED)
     subset = np.sort(rng.choice(len(dictionary), N_SUBSET, replace=False))
     clean = dictionary.atoms[subset]
-    signals = np.abs(noisy(clean, rng))
+    signals = noisy(clean, rng)
     t1_true, t2_true = dictionary.t1_ms[subset], dictionary.t2_ms[subset]
     rows = []
     for rank in ACCURACY_RANKS:

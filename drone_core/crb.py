@@ -125,7 +125,8 @@ def crb(
         include_b1: estimate B1 too (adds a parameter; bounds on T1/T2 grow).
 
     Returns:
-        :class:`CrbResult` with ``(n, P, P)`` covariance bounds.
+        :class:`CrbResult` with ``(n, P, P)`` covariance bounds; ``inf`` for tissues whose Fisher
+        matrix is singular (a parameter that the signal does not determine).
     """
     if sigma <= 0:
         raise ValueError(f"sigma: expected > 0, got {sigma}")
@@ -141,8 +142,11 @@ def crb(
     with torch.no_grad():
         jac = signal_jacobian(fa, tr, schedule.te_ms, schedule.ti_ms, schedule.inversion_efficiency,
                               t1, t2, b, m0=m0, include_b1=include_b1)
-        cov = torch.linalg.inv(fisher_information(jac, sigma))
+        cov, info = torch.linalg.inv_ex(fisher_information(jac, sigma))
     cov_np = cov.numpy()
+    # A singular Fisher matrix (e.g. T2 ≪ TE: no signal left to carry T2) means a parameter is not
+    # identifiable: its bound is infinite.
+    cov_np[info.numpy() != 0] = np.inf
     std = np.sqrt(np.clip(np.diagonal(cov_np, axis1=1, axis2=2), 0.0, None))
     values = [np.full(t1.shape, m0), t1.numpy(), t2.numpy()]
     params = ("m0", "t1_ms", "t2_ms")

@@ -1,6 +1,56 @@
 """drone_gadgets — the ISMRMRD/Gadgetron stream side of DRONE (frames in, maps out).
 
 Turns ISMRMRD messages into arrays for :mod:`drone_core` and its maps back into images.
+
+Modules (each lists its public names in ``__all__``):
+
+* :mod:`~drone_gadgets.gadget` — the Gadgetron handler ``drone_mrf``
+  (``<execute name="drone_gadgets.gadget" target="drone_mrf" type="python"/>``).
+* :mod:`~drone_gadgets.stages` — the gadget as generator stages
+  (images → frames → trajectories → maps → images), usable on plain lists.
+* :mod:`~drone_gadgets.settings` — the gadget's documented, typed settings.
+* :mod:`~drone_gadgets.header` — the schedule in the ISMRMRD header and its check.
+* :mod:`~drone_gadgets.estimators` — DRONE network or dictionary matching, from the settings.
+* :mod:`~drone_gadgets.conversion` — ``ismrmrd.Image``/``ImageArray`` ↔ numpy, version-robust.
+* :mod:`~drone_gadgets.protocol` — the external-node protocol, robust around gadgetron-python.
+* :mod:`~drone_gadgets.errors` — the errors reported to Gadgetron.
+
+Names are imported lazily (``drone_gadgets.pipeline`` imports torch only when first used).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "drone_mrf": "gadget",
+    "prepare": "gadget",
+    "pipeline": "stages",
+    "Frame": "stages",
+    "Trajectory": "stages",
+    "MapSet": "stages",
+    "GadgetSettings": "settings",
+    "parse_settings": "settings",
+    "settings_table": "settings",
+    "PROPERTIES": "settings",
+    "build_estimator": "estimators",
+    "check_header_schedule": "header",
+    "reconstruct": "_maps",
+    "SliceMaps": "_maps",
+    "StreamError": "errors",
+    "GadgetFailed": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'drone_gadgets' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -320,3 +320,10 @@ def test_crb_cost_tensors_gradient_matches_finite_differences(schedule: Schedule
     direction = torch.as_tensor(np.random.default_rng(JACOBIAN_SEED).standard_normal(N_FRAMES))
     fd_dir = (cost_at(fa0 + h * direction) - cost_at(fa0 - h * direction)) / (2 * h)
     assert abs(float(grad @ direction) - fd_dir) <= GRAD_RTOL * scale * float(direction.abs().sum())
+
+
+def test_unidentifiable_tissue_gets_infinite_bound() -> None:
+    # T2 = 0.01 ms: exp(−TE/T2) underflows to 0, the signal and its Jacobian vanish, F is singular.
+    r = crb(_random_schedule(), [1000.0, 1000.0], [0.01, 80.0])
+    assert np.isinf(r.std[0]).all()
+    assert np.isfinite(r.std[1]).all()

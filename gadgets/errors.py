@@ -1,0 +1,70 @@
+"""Errors of the stream side: each names what was wrong, where, and what was expected.
+
+Every error the gadget can report to Gadgetron derives from :class:`StreamError` (a
+``ValueError``); its message is what Gadgetron receives in the ERROR message, so it is written
+for the person reading the Gadgetron log: the setting, slice or frame concerned, the expected
+and the actual value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StreamError",
+    "SettingsError",
+    "FrameError",
+    "DuplicateFrameError",
+    "FrameSizeError",
+    "NonFiniteFrameError",
+    "IncompleteFingerprintError",
+    "ScheduleMismatchError",
+    "ProtocolError",
+    "PeerGoneError",
+    "GadgetFailed",
+]
+
+
+class StreamError(ValueError):
+    """Base class: the data or configuration of a stream cannot be processed."""
+
+
+class SettingsError(StreamError):
+    """A ``<property>`` of the gadget's configuration is unknown or has an invalid value."""
+
+
+class FrameError(StreamError):
+    """A frame cannot be part of a fingerprint (bad counter, channels, data type …)."""
+
+
+class DuplicateFrameError(FrameError):
+    """The same frame of the same slice arrived twice."""
+
+
+class FrameSizeError(FrameError):
+    """A frame's matrix differs from the earlier frames of its slice."""
+
+
+class NonFiniteFrameError(FrameError):
+    """A frame holds NaN or infinite pixels."""
+
+
+class IncompleteFingerprintError(StreamError):
+    """The stream ended while some slices still missed frames."""
+
+
+class ScheduleMismatchError(StreamError):
+    """The acquisition's schedule (ISMRMRD header) is not the estimator's schedule."""
+
+
+class ProtocolError(StreamError):
+    """The byte stream from Gadgetron cannot be understood (unknown message id, bad sizes …)."""
+
+
+class PeerGoneError(ConnectionError):
+    """Gadgetron's end of the socket closed or reset in the middle of the stream."""
+
+
+class GadgetFailed(RuntimeError):
+    """Raised by the handler after it has reported a failure to Gadgetron (ERROR, then CLOSE).
+
+    It makes ``python3 -m gadgetron`` exit with status 1; the message is the one sent.
+    """

@@ -1,0 +1,109 @@
+"""The estimator a gadget uses, built from its settings: the DRONE network or dictionary matching.
+
+An estimator is a :class:`drone_core.model.DroneModel` (``estimator=network``) or a
+:class:`drone_core.matching.Matcher` (``estimator=dictionary``); both know their schedule
+(``.schedule``) and frame count (``.n_frames``), which the stream is checked against.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Union
+
+import torch
+
+from drone_core.dictionary import Dictionary, paper_grid
+from drone_core.matching import Matcher
+from drone_core.model import DroneModel, default_model
+from drone_core.schedule import Schedule
+
+from .errors import SettingsError
+from .settings import GadgetSettings
+
+__all__ = ["Estimator", "build_estimator", "describe_estimator", "estimator_schedule", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+#: What :func:`drone_gadgets._maps.reconstruct` accepts.
+Estimator = Union[DroneModel, Matcher]
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` → ``"cuda"`` when available else ``"cpu"``; a CUDA device without CUDA is refused.
+
+    Raises:
+        SettingsError: naming the ``device`` property.
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SettingsError(f"property 'device': {device!r} requested but CUDA is not available "
+                                f"(torch {torch.__version__}); use 'auto' or 'cpu'")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise SettingsError(f"property 'device': {device!r} requested but only {torch.cuda.device_count()} "
+                                f"CUDA device(s) exist")
+    return device
+
+
+def _load_model(settings: GadgetSettings, device: str) -> DroneModel:
+    try:
+        if settings.model == "default":
+            return default_model(device=device)
+        return DroneModel.load(settings.model, device=device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SettingsError(f"property 'model': cannot load {settings.model!r}: {exc}") from None
+
+
+def build_estimator(settings: GadgetSettings) -> Estimator:
+    """The estimator of ``settings``, on its device, checked against ``frames_per_fingerprint``.
+
+    Raises:
+        SettingsError: a model or dictionary that cannot be loaded, an unavailable device, or a
+            frame count that differs from ``frames_per_fingerprint``.
+    """
+    device = resolve_device(settings.device)
+    start = time.perf_counter()
+    estimator: Estimator
+    if settings.estimator == "network":
+        if settings.dictionary:
+            log.warning("property 'dictionary' (%r) is ignored with estimator=network", settings.dictionary)
+        estimator = _load_model(settings, device)
+    else:
+        if settings.dictionary:
+            try:
+                dictionary = Dictionary.load(settings.dictionary)
+            except (ValueError, OSError) as exc:
+                raise SettingsError(f"property 'dictionary': cannot load {settings.dictionary!r}: {exc}") from None
+        else:
+            schedule = _load_model(settings, "cpu").schedule
+            log.info("simulating the paper-grid dictionary for schedule %r (set property 'dictionary' to a "
+                     "saved dictionary to skip this)", schedule.name)
+            dictionary = Dictionary.generate(schedule, *paper_grid(), device=device)
+        estimator = Matcher(dictionary, device=device)
+    n = estimator.n_frames
+    if settings.frames_per_fingerprint is not None and settings.frames_per_fingerprint != n:
+        raise SettingsError(f"property 'frames_per_fingerprint': {settings.frames_per_fingerprint} but the "
+                            f"{describe_estimator(estimator)} has {n} frames per fingerprint")
+    log.info("estimator: %s on %s (%.2f s to prepare)", describe_estimator(estimator), device,
+             time.perf_counter() - start)
+    return estimator
+
+
+def estimator_schedule(estimator: Any) -> Schedule:
+    """The schedule an estimator was made for."""
+    schedule = getattr(estimator, "schedule", None)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"estimator {type(estimator).__name__} has no schedule")
+    return schedule
+
+
+def describe_estimator(estimator: Any) -> str:
+    """A short description naming the estimator kind and its schedule, for messages and meta."""
+    schedule = getattr(estimator, "schedule", None)
+    name = schedule.name if isinstance(schedule, Schedule) else "?"
+    if isinstance(estimator, Matcher):
+        return f"dictionary matching ({estimator.n_atoms} atoms, schedule {name!r})"
+    return f"DRONE network (schedule {name!r})"

@@ -1,0 +1,116 @@
+"""The Gadgetron handler ``drone_mrf``: magnitude frames in, T1/T2/M0 map images out.
+
+A chain runs it with::
+
+    <external>
+        <execute name="drone_gadgets.gadget" target="drone_mrf" type="python"/>
+        <configuration>
+            <property name="estimator" value="network"/>
+        </configuration>
+    </external>
+
+Gadgetron starts ``python3 -m gadgetron <port> drone_gadgets.gadget drone_mrf``; the client
+connects back, reads CONFIG and HEADER, imports this module and calls :func:`drone_mrf` with the
+connection. The handler then
+
+1. parses the settings from the ``<configuration>`` (:mod:`drone_gadgets.settings`),
+2. loads the estimator (:mod:`drone_gadgets.estimators`),
+3. checks the header's ``sequenceParameters`` against the estimator's schedule
+   (:mod:`drone_gadgets.header`),
+4. streams the messages through :func:`drone_gadgets.stages.pipeline` and sends every output back
+   as soon as it is made (:mod:`drone_gadgets.protocol`).
+
+Any failure — a bad setting, a schedule mismatch, a duplicate or malformed frame, slices still
+incomplete at CLOSE, an internal error — is sent to Gadgetron as an ERROR message naming the
+problem, followed by CLOSE, so the chain fails visibly; the handler then raises
+:class:`~drone_gadgets.errors.GadgetFailed` (exit status 1). If Gadgetron goes away, the process
+ends promptly. Logs go to stderr (via :mod:`logging`); anything a library prints to
+``sys.stdout`` during the handler is redirected to stderr, since the process's stdout is
+Gadgetron's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import xml.etree.ElementTree as ET
+from importlib import metadata
+from typing import Any, Iterable, Iterator
+
+from .errors import GadgetFailed
+from .estimators import build_estimator, describe_estimator, estimator_schedule
+from .header import check_header_schedule
+from .protocol import serve
+from .settings import GadgetSettings, parse_settings
+from .stages import pipeline
+
+__all__ = ["drone_mrf", "prepare", "GadgetFailed"]
+
+log = logging.getLogger(__name__)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _raw_config(connection: Any) -> bytes | str | None:
+    raw = getattr(getattr(connection, "raw_bytes", None), "config", None)
+    if raw is not None:
+        return raw
+    config = getattr(connection, "config", None)
+    return ET.tostring(config) if isinstance(config, ET.Element) else None
+
+
+def _raw_header(connection: Any) -> bytes | str:
+    raw = getattr(getattr(connection, "raw_bytes", None), "header", None)
+    if raw is not None:
+        return raw
+    import ismrmrd
+
+    return ismrmrd.xsd.ToXML(connection.header)
+
+
+def prepare(config: bytes | str | None, header: bytes | str) -> tuple[GadgetSettings, Any]:
+    """Settings and estimator for a scan, with the header's schedule checked.
+
+    Args:
+        config: the ``<configuration>`` XML of the chain's ``<external>`` element.
+        header: the ISMRMRD header XML.
+
+    Returns:
+        ``(settings, estimator)``.
+
+    Raises:
+        SettingsError, ScheduleMismatchError: with messages naming the property or both schedules.
+    """
+    settings = parse_settings(config)
+    estimator = build_estimator(settings)
+    check_header_schedule(header, estimator_schedule(estimator), settings.schedule_check,
+                          what=describe_estimator(estimator))
+    return settings, estimator
+
+
+def drone_mrf(connection: Any) -> None:
+    """Gadgetron external-node handler (target ``drone_mrf`` of module ``drone_gadgets.gadget``).
+
+    Args:
+        connection: a ``gadgetron.external.Connection`` whose CONFIG and HEADER have been read.
+
+    Raises:
+        GadgetFailed: after reporting a failure to Gadgetron (ERROR, then CLOSE).
+    """
+    log.info("drone_mrf: numpy %s, ismrmrd %s, gadgetron-python %s, drone %s", _version("numpy"),
+             _version("ismrmrd"), _version("gadgetron"), _version("drone-gadgetron"))
+
+    def run(inputs: Iterator[Any]) -> Iterable[Any]:
+        settings, estimator = prepare(_raw_config(connection), _raw_header(connection))
+        log.info("drone_mrf: %s; frames numbered by %r; maps %s", describe_estimator(estimator),
+                 settings.frame_counter, ", ".join(settings.maps))
+        return pipeline(inputs, estimator, settings)
+
+    with contextlib.redirect_stdout(sys.stderr):
+        serve(connection, run, name="drone_mrf")

@@ -1,0 +1,182 @@
+"""The acquisition's schedule from the ISMRMRD header, and its check against the estimator's.
+
+The ISMRMRD header (XML, HEADER message) may carry ``<sequenceParameters>`` with lists
+``flipAngle_deg`` (degrees), ``TR``, ``TE`` and ``TI`` (ms). For an MRF acquisition the flip
+angles and TRs are per frame; this module turns them into a :class:`drone_core.schedule.Schedule`
+(TE and TI from the first value of their lists; a single TR or flip angle stands for every frame)
+and compares it with the estimator's schedule by :meth:`Schedule.same_physics` (4 decimals). The
+header has no inversion efficiency, so the estimator's is assumed.
+
+The XML is read with the standard library (namespace-agnostic), not with ``ismrmrd.xsd``, so it
+works the same whatever ismrmrd version parsed (or failed to parse) the header.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from drone_core.schedule import Schedule
+
+from .errors import ScheduleMismatchError
+
+__all__ = ["SequenceParameters", "sequence_parameters", "schedule_from_header", "check_header_schedule"]
+
+log = logging.getLogger(__name__)
+
+#: Name given to a schedule read from an ISMRMRD header.
+HEADER_SCHEDULE_NAME = "ISMRMRD header"
+
+
+@dataclass(frozen=True)
+class SequenceParameters:
+    """The lists of ``<sequenceParameters>`` (empty tuples where the header has none).
+
+    Attributes:
+        flip_angle_deg: ``flipAngle_deg`` values, degrees.
+        tr_ms, te_ms, ti_ms: ``TR``, ``TE``, ``TI`` values, ms.
+    """
+
+    flip_angle_deg: tuple[float, ...]
+    tr_ms: tuple[float, ...]
+    te_ms: tuple[float, ...]
+    ti_ms: tuple[float, ...]
+
+    def missing(self) -> list[str]:
+        """ISMRMRD names of the lists that are absent."""
+        names = (("flipAngle_deg", self.flip_angle_deg), ("TR", self.tr_ms), ("TE", self.te_ms), ("TI", self.ti_ms))
+        return [name for name, values in names if not values]
+
+
+def _local(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
+    """Read ``<sequenceParameters>`` from the ISMRMRD header XML; None when it has none.
+
+    Raises:
+        ValueError: the header is not XML, or a value is not a finite number.
+    """
+    text = header_xml.decode("utf-8", errors="replace") if isinstance(header_xml, (bytes, bytearray)) else header_xml
+    text = text.strip().rstrip("\x00").strip()
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError(f"the ISMRMRD header is not valid XML ({exc})") from None
+    node = next((e for e in root.iter() if _local(e.tag) == "sequenceParameters"), None)
+    if node is None:
+        return None
+    lists: dict[str, list[float]] = {"flipAngle_deg": [], "TR": [], "TE": [], "TI": []}
+    for child in node:
+        name = _local(child.tag)
+        if name in lists:
+            try:
+                value = float((child.text or "").strip())
+            except ValueError:
+                raise ValueError(f"ISMRMRD header sequenceParameters/{name}: not a number: {child.text!r}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"ISMRMRD header sequenceParameters/{name}: not finite: {child.text!r}")
+            lists[name].append(value)
+    return SequenceParameters(tuple(lists["flipAngle_deg"]), tuple(lists["TR"]), tuple(lists["TE"]), tuple(lists["TI"]))
+
+
+def schedule_from_header(params: SequenceParameters, *, inversion_efficiency: float = 1.0) -> Schedule:
+    """A schedule from header parameters (all four lists needed).
+
+    ``flipAngle_deg`` and ``TR`` give the frames; if one of them has a single value it applies to
+    every frame of the other. TE and TI are the first values of their lists.
+
+    Raises:
+        ValueError: a list is missing, the flip-angle and TR counts differ, or the values do not
+            form a valid schedule (the reason is named).
+    """
+    missing = params.missing()
+    if missing:
+        raise ValueError(f"the ISMRMRD header's sequenceParameters lack {', '.join(missing)}")
+    fa, tr = list(params.flip_angle_deg), list(params.tr_ms)
+    if len(fa) != len(tr):
+        if len(tr) == 1:
+            tr = tr * len(fa)
+        elif len(fa) == 1:
+            fa = fa * len(tr)
+        else:
+            raise ValueError(f"the ISMRMRD header's sequenceParameters have {len(fa)} flipAngle_deg values but "
+                             f"{len(tr)} TR values")
+    try:
+        return Schedule(HEADER_SCHEDULE_NAME, tuple(fa), tuple(tr), params.te_ms[0], params.ti_ms[0],
+                        inversion_efficiency)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the ISMRMRD header's sequenceParameters are not a valid schedule: {exc}") from None
+
+
+def _describe(schedule: Schedule) -> str:
+    return f"{schedule.name!r} ({schedule.n_frames} frames, digest {schedule.digest()})"
+
+
+def _first_difference(a: Schedule, b: Schedule) -> str:
+    """Where ``a`` (header) and ``b`` (estimator) first differ, in ISMRMRD terms."""
+    if a.n_frames != b.n_frames:
+        return f"{a.n_frames} frames in the header vs {b.n_frames} in the estimator's schedule"
+
+    def close(x: float, y: float) -> bool:
+        return abs(x - y) <= 1e-4 * max(1.0, abs(x), abs(y))
+
+    for name, xs, ys in (("flipAngle_deg", a.flip_angle_deg, b.flip_angle_deg), ("TR", a.tr_ms, b.tr_ms)):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if not close(x, y):
+                return f"{name}[{i}] = {x:g} in the header vs {y:g}"
+    for name, x, y in (("TE", a.te_ms, b.te_ms), ("TI", a.ti_ms, b.ti_ms)):
+        if not close(x, y):
+            return f"{name} = {x:g} ms in the header vs {y:g} ms"
+    return "values differ in the 4th decimal"
+
+
+def check_header_schedule(header_xml: bytes | str, schedule: Schedule, mode: str = "strict",
+                          *, what: str = "the estimator") -> Schedule | None:
+    """Compare the header's schedule with ``schedule``; return the header's schedule (or None).
+
+    Args:
+        header_xml: the ISMRMRD header XML.
+        schedule: the estimator's schedule (its inversion efficiency is assumed for the header).
+        mode: ``"strict"`` raises on a mismatch or on incomplete parameters; ``"warn"`` logs a
+            warning instead; ``"off"`` does nothing and returns None.
+        what: how the estimator is named in messages (e.g. ``"model 'epi_mrf_25'"``).
+
+    A header without ``<sequenceParameters>`` logs a warning and returns None in every mode but
+    ``"off"``.
+
+    Raises:
+        ScheduleMismatchError: ``mode="strict"`` and the schedules differ (the message names both
+            and the first difference) or the header's parameters are incomplete or invalid.
+    """
+    if mode == "off":
+        return None
+    if mode not in ("strict", "warn"):
+        raise ValueError(f"mode: expected 'strict', 'warn' or 'off', got {mode!r}")
+    try:
+        params = sequence_parameters(header_xml)
+    except ValueError as exc:
+        return _refuse(f"cannot check the schedule: {exc}", mode)
+    if params is None:
+        log.warning("the ISMRMRD header has no sequenceParameters: cannot check that the acquisition used the "
+                    "schedule of %s %s; proceeding", what, _describe(schedule))
+        return None
+    try:
+        acquired = schedule_from_header(params, inversion_efficiency=schedule.inversion_efficiency)
+    except ValueError as exc:
+        return _refuse(f"cannot check the schedule against {what} {_describe(schedule)}: {exc}", mode)
+    if not acquired.same_physics(schedule):
+        return _refuse(f"schedule mismatch: the acquisition's schedule from the ISMRMRD header's sequenceParameters "
+                       f"{_describe(acquired)} is not the schedule of {what} {_describe(schedule)}: "
+                       f"{_first_difference(acquired, schedule)}", mode)
+    return acquired
+
+
+def _refuse(message: str, mode: str) -> None:
+    if mode == "strict":
+        raise ScheduleMismatchError(message + " (property schedule_check=warn or off accepts it)")
+    log.warning("%s; proceeding (schedule_check=warn)", message)
+    return None

@@ -1,0 +1,352 @@
+"""Gadgetron's external-node protocol, handled robustly around gadgetron-python 1.4.1.
+
+Wire format (all little endian): every message starts with a ``uint16`` id. Gadgetron sends
+CONFIG (2: ``uint32`` length + the ``<configuration>`` XML) and HEADER (3: ``uint32`` length +
+the ISMRMRD XML header), then data messages (IMAGE 1022, IMAGE_ARRAY 1024, ACQUISITION 1008,
+WAVEFORM 1026 …) and CLOSE (4). The Python side sends data back, then CLOSE; an ERROR
+(8: ``uint64`` length + UTF-8 text) before its CLOSE makes Gadgetron fail the chain with that
+text ("Errors received: …").
+
+What this module fixes in gadgetron-python 1.4.1 (``gadgetron.external``):
+
+* Its socket reader loops forever at 100 % CPU once the peer has closed (``recv`` returns
+  ``b""`` and the loop asks again). :class:`RobustSocket` raises :class:`PeerGoneError` instead,
+  so the process ends within moments of Gadgetron's death.
+* An exception in the handler is never reported: the client's ``__exit__`` sends CLOSE and
+  Gadgetron sees a clean end. :func:`serve` sends ERROR with the exception's text, then CLOSE.
+* An unknown message id ends its iteration silently as if CLOSE had come; here it is an error.
+* Messages are written piecewise, so a failure half-way (e.g. numpy 2 refusing the
+  ``np.array(…, copy=False)`` in its ImageArray writer for data that is not complex64) leaves a
+  corrupt stream. :func:`send` serialises each message completely in memory first, and the
+  ImageArray writer registered by :func:`adopt` converts the data to complex64 beforehand.
+* ismrmrd reads ``DATATYPE_INT`` images as int64 although the wire has int32, which shifts the
+  rest of the stream; :func:`read_image` reads int32 (and returns float64 data for them).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+import xml.etree.ElementTree as ET
+from typing import Any, Callable, Iterable, Iterator
+
+import ismrmrd
+import numpy as np
+
+from .conversion import IMAGE_HEADER_SIZE
+from .errors import GadgetFailed, PeerGoneError, ProtocolError, StreamError
+
+__all__ = [
+    "MessageId",
+    "RobustSocket",
+    "adopt",
+    "messages",
+    "read_image",
+    "send",
+    "send_error",
+    "serve",
+    "DRAIN_SECONDS",
+]
+
+log = logging.getLogger(__name__)
+
+_U16 = struct.Struct("<H")
+_U64 = struct.Struct("<Q")
+
+#: After an ERROR, how long the input is still read (and discarded) so that Gadgetron receives
+#: the ERROR before the connection closes; ends earlier when Gadgetron closes its side.
+DRAIN_SECONDS = 3.0
+#: Bounds on sizes read from the stream (a corrupt length must not allocate terabytes).
+_MAX_ATTRIBUTE_BYTES = 1 << 28
+_MAX_IMAGE_BYTES = 1 << 34
+
+
+class MessageId:
+    """Message ids of the Gadgetron/MRD stream protocol."""
+
+    CONFIG = 2
+    HEADER = 3
+    CLOSE = 4
+    TEXT = 5
+    ERROR = 8
+    ACQUISITION = 1008
+    IMAGE = 1022
+    RECON_DATA = 1023
+    IMAGE_ARRAY = 1024
+    WAVEFORM = 1026
+    BUCKET = 1050
+
+
+_WIRE_DTYPES = {
+    1: np.dtype("<u2"),  # USHORT
+    2: np.dtype("<i2"),  # SHORT
+    3: np.dtype("<u4"),  # UINT
+    4: np.dtype("<i4"),  # INT (int32 on the wire; ismrmrd-python wrongly uses int64)
+    5: np.dtype("<f4"),  # FLOAT
+    6: np.dtype("<f8"),  # DOUBLE
+    7: np.dtype("<c8"),  # CXFLOAT
+    8: np.dtype("<c16"),  # CXDOUBLE
+}
+
+
+class RobustSocket:
+    """Drop-in replacement for gadgetron-python's ``Connection.SocketWrapper``.
+
+    ``read``/``write`` raise :class:`PeerGoneError` when Gadgetron's side has closed or reset;
+    :meth:`close` is idempotent, sends CLOSE once and never raises.
+
+    Args:
+        sock: the connected socket (blocking; no read timeout, since Gadgetron may be silent
+            between repetitions for a long time). TCP keep-alive is enabled so that a vanished
+            remote host is noticed too.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self._close_sent = False
+        self._closed = False
+        sock.settimeout(None)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+                if hasattr(socket, name):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+        except OSError:  # not a TCP socket (e.g. a socketpair in tests)
+            pass
+
+    def read(self, nbytes: int) -> bytes:
+        """Exactly ``nbytes`` bytes. Raises PeerGoneError at end of stream or on a reset."""
+        if nbytes <= 0:
+            return b""
+        buf = bytearray()
+        while len(buf) < nbytes:
+            try:
+                chunk = self.socket.recv(min(nbytes - len(buf), 1 << 20))
+            except OSError as exc:
+                raise PeerGoneError(f"the connection to Gadgetron failed while reading ({exc})") from None
+            if not chunk:
+                raise PeerGoneError(f"Gadgetron closed the connection in the middle of the stream "
+                                    f"({len(buf)} of {nbytes} bytes of a read received)")
+            buf += chunk
+        return bytes(buf)
+
+    def write(self, data: Any) -> None:
+        """Send all of ``data`` (bytes-like or a ctypes object). Raises PeerGoneError on failure."""
+        try:
+            self.socket.sendall(data)
+        except OSError as exc:
+            raise PeerGoneError(f"the connection to Gadgetron failed while writing ({exc})") from None
+
+    def send_close(self) -> None:
+        """Send CLOSE (once)."""
+        if not self._close_sent:
+            self._close_sent = True
+            self.write(_U16.pack(MessageId.CLOSE))
+
+    def close(self, *, drain_seconds: float = 0.0) -> None:
+        """Send CLOSE if not sent, end the write side, optionally drain the input, close.
+
+        Args:
+            drain_seconds: read and discard the input for at most this long (until Gadgetron
+                closes its side), so that unread input does not make the kernel reset the
+                connection before Gadgetron has read what was sent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.socket.settimeout(2.0)  # never block on a peer that stopped reading
+            self.send_close()
+        except (PeerGoneError, OSError):
+            pass
+        try:
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if drain_seconds > 0:
+            deadline = time.monotonic() + drain_seconds
+            try:
+                while (left := deadline - time.monotonic()) > 0:
+                    self.socket.settimeout(left)
+                    if not self.socket.recv(1 << 16):
+                        break
+            except OSError:  # timeout or reset: stop draining
+                pass
+        try:
+            self.socket.close()
+        except OSError:
+            pass
+
+
+def _read_u16(source: Any) -> int:
+    return _U16.unpack(source.read(2))[0]
+
+
+def read_image(source: Any) -> ismrmrd.Image:
+    """Read an IMAGE message body (after its id) from ``source`` (anything with ``read(n)``).
+
+    Unlike ``ismrmrd.Image.deserialize_from`` this reads ``DATATYPE_INT`` pixels as int32 (the
+    ISMRMRD definition; such images are returned with float64 data, which holds int32 exactly),
+    refuses an unknown data type or absurd sizes with a :class:`ProtocolError`, and tolerates
+    malformed meta XML (dropped with a warning; the frames' meta is not used).
+    """
+    header = ismrmrd.ImageHeader.from_buffer_copy(source.read(IMAGE_HEADER_SIZE))
+    (attr_len,) = _U64.unpack(source.read(8))
+    if attr_len > _MAX_ATTRIBUTE_BYTES:
+        raise ProtocolError(f"image meta attributes of {attr_len} bytes: the stream is corrupt")
+    attributes = source.read(attr_len).rstrip(b"\x00").decode("utf-8", errors="replace")
+    dtype = _WIRE_DTYPES.get(int(header.data_type))
+    if dtype is None:
+        raise ProtocolError(f"image with unknown data_type {header.data_type}; expected one of "
+                            f"{sorted(_WIRE_DTYPES)} (ISMRMRD data types)")
+    x, y, z = (int(v) for v in header.matrix_size)
+    channels = int(header.channels)
+    count = channels * x * y * z
+    if count * dtype.itemsize > _MAX_IMAGE_BYTES:
+        raise ProtocolError(f"image of {channels}×{z}×{y}×{x} {dtype} pixels: the stream is corrupt")
+    data = np.frombuffer(source.read(count * dtype.itemsize), dtype=dtype).reshape(channels, z, y, x)
+    if int(header.data_type) == 4:
+        data = data.astype(np.float64)
+    data = np.array(data, dtype=data.dtype.newbyteorder("="), order="C")  # writable, native order
+    image = ismrmrd.Image(head=header, data=data)
+    if attributes:
+        try:
+            image.attribute_string = attributes
+        except (ET.ParseError, AssertionError) as exc:
+            log.warning("ignoring malformed image meta attributes (%s)", exc)
+    return image
+
+
+def messages(connection: Any) -> Iterator[Any]:
+    """The data messages of a gadgetron ``Connection`` until CLOSE (not included).
+
+    Uses the connection's readers (and :func:`read_image` for images) on its socket, which
+    should be a :class:`RobustSocket` (see :func:`adopt`).
+
+    Raises:
+        ProtocolError: a message id that no reader knows (the stream cannot be resynchronised).
+        PeerGoneError: Gadgetron closed the connection before CLOSE.
+    """
+    readers: dict[int, Callable[[Any], Any]] = {
+        mid: reader for mid, reader in connection.readers.items() if mid != MessageId.CLOSE}
+    readers[MessageId.IMAGE] = read_image
+    source = connection.socket
+    while True:
+        mid = _read_u16(source)
+        if mid == MessageId.CLOSE:
+            return
+        reader = readers.get(mid)
+        if reader is None:
+            raise ProtocolError(f"message id {mid} from Gadgetron is not one this gadget can read (known: "
+                                f"{', '.join(str(m) for m in sorted(readers))}, and CLOSE {MessageId.CLOSE})")
+        yield reader(source)
+
+
+class _Buffer:
+    """A write target that collects a message's bytes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.chunks.append(bytes(data))
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def send(connection: Any, item: Any) -> None:
+    """Send ``item`` with the connection's writers, serialised completely before any byte is sent.
+
+    Raises:
+        TypeError: no writer accepts the item (gadgetron-python cannot send it).
+    """
+    buffer = _Buffer()
+    for accepts, writer in connection.writers:
+        if accepts(item):
+            writer(buffer, item)
+            break
+    else:
+        raise TypeError(f"cannot send a {type(item).__module__}.{type(item).__name__} back to Gadgetron: "
+                        f"gadgetron-python has no writer for it")
+    connection.socket.write(buffer.getvalue())
+
+
+def send_error(sock: RobustSocket, text: str) -> None:
+    """Send an ERROR message (``uint16`` 8, ``uint64`` length, UTF-8 text)."""
+    payload = text.encode("utf-8", errors="replace")
+    sock.write(_U16.pack(MessageId.ERROR) + _U64.pack(len(payload)) + payload)
+
+
+def _write_image_array_safely(destination: Any, array: Any) -> None:
+    from gadgetron.types import ImageArray
+    from gadgetron.types.image_array import write_image_array
+
+    data = np.asarray(array.data, dtype=np.complex64)  # the 1.4.1 writer corrupts the stream otherwise
+    headers = np.asarray(array.headers, dtype=object)
+    write_image_array(destination, ImageArray(data=data, headers=headers, meta=list(array.meta or []),
+                                              waveform=array.waveform, acq_headers=array.acq_headers))
+
+
+def adopt(connection: Any) -> RobustSocket:
+    """Make a gadgetron-python ``Connection`` robust, in place; return its new socket.
+
+    Replaces its socket wrapper by a :class:`RobustSocket` (the connection's ``__exit__`` then
+    closes it idempotently) and registers a safe ImageArray writer.
+    """
+    current = connection.socket
+    if isinstance(current, RobustSocket):
+        return current
+    robust = RobustSocket(current.socket)
+    connection.socket = robust
+    try:
+        from gadgetron.types import ImageArray
+
+        connection.add_writer(lambda item: isinstance(item, ImageArray), _write_image_array_safely)
+    except ImportError:  # pragma: no cover
+        pass
+    return robust
+
+
+def serve(connection: Any, run: Callable[[Iterator[Any]], Iterable[Any]], *, name: str = "drone_mrf") -> int:
+    """Run a gadget over a connection: messages in, ``run(messages)`` out, errors reported.
+
+    ``run`` receives the iterator of incoming data messages and returns an iterable of messages
+    to send back; any setup it does (settings, model) happens inside the error handling.
+
+    On success: sends every output, then CLOSE, and returns the number of messages sent. On any
+    exception: sends ERROR with ``"<name>: <message>"`` (internal errors also name their type;
+    their traceback goes to the log), then CLOSE, drains the input for up to
+    :data:`DRAIN_SECONDS`, and raises :class:`GadgetFailed`. If Gadgetron has gone, logs that and
+    raises :class:`GadgetFailed` at once.
+    """
+    sock = adopt(connection)
+    sent = 0
+    try:
+        for item in run(messages(connection)):
+            send(connection, item)
+            sent += 1
+    except PeerGoneError as exc:
+        log.error("%s: %s; stopping", name, exc)
+        sock.close()
+        raise GadgetFailed(f"{name}: {exc}") from None
+    except Exception as exc:  # every failure must reach Gadgetron as an ERROR message
+        if isinstance(exc, StreamError):
+            text = f"{name}: {exc}"
+            log.error("%s", text)
+        else:
+            text = f"{name}: internal error: {type(exc).__name__}: {exc}"
+            log.exception("%s", text)
+        try:
+            sock.socket.settimeout(5.0)
+            send_error(sock, text)
+        except (PeerGoneError, OSError) as send_exc:
+            log.error("%s: could not send the ERROR message (%s)", name, send_exc)
+        sock.close(drain_seconds=DRAIN_SECONDS)
+        raise GadgetFailed(text) from None
+    sock.close()
+    log.info("%s: done, %d message(s) sent", name, sent)
+    return sent
+

@@ -1,0 +1,313 @@
+"""The gadget's settings: typed, documented, parsed from the ``<configuration>`` of a chain.
+
+A chain passes settings to the Python gadget only through the ``<configuration>`` block of its
+``<external>`` element (command-line ``--parameter`` values of Gadgetron do not reach Python)::
+
+    <external>
+        <execute name="drone_gadgets.gadget" target="drone_mrf" type="python"/>
+        <configuration>
+            <property name="estimator" value="network"/>
+            <property name="mask_threshold" value="0.05"/>
+        </configuration>
+    </external>
+
+Both property spellings are read: attributes (``<property name="…" value="…"/>``) and child
+elements (``<property><name>…</name><value>…</value></property>``, the old gadget style). An
+unknown name, a repeated name or an invalid value is refused with a :class:`SettingsError` that
+names the property, the expected and the given value — a typo never silently falls back to a
+default. :data:`PROPERTIES` lists every setting with its default and meaning;
+:func:`settings_table` renders it as Markdown for the documentation.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable
+
+from .errors import SettingsError
+
+__all__ = [
+    "GadgetSettings",
+    "Property",
+    "PROPERTIES",
+    "MAP_NAMES",
+    "FRAME_COUNTER_FIELDS",
+    "parse_settings",
+    "settings_from_properties",
+    "settings_table",
+]
+
+#: The maps the gadget can emit, in emission order.
+MAP_NAMES: tuple[str, ...] = ("t1", "t2", "m0")
+#: ImageHeader counters that may number the frames of a fingerprint (``slice`` tells slices apart).
+FRAME_COUNTER_FIELDS: tuple[str, ...] = ("repetition", "contrast", "phase", "set", "average")
+_ESTIMATORS = ("network", "dictionary")
+_SCHEDULE_CHECKS = ("strict", "warn", "off")
+
+
+@dataclass(frozen=True)
+class GadgetSettings:
+    """Settings of the ``drone_mrf`` gadget (see :data:`PROPERTIES` for each one's meaning).
+
+    Attributes:
+        model: ``"default"`` (the shipped model) or the path of a DRONE model file.
+        estimator: ``"network"`` (DRONE) or ``"dictionary"`` (dictionary matching).
+        dictionary: path of a dictionary file for ``estimator="dictionary"``; ``""`` generates
+            the paper grid for the model's schedule.
+        frame_counter: ImageHeader field holding each frame's 0-based index in the fingerprint.
+        frames_per_fingerprint: expected frame count N, or None to take it from the estimator.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+        mask_threshold: voxels whose fingerprint L2 norm is below this fraction of the slice's
+            99th-percentile norm are background (maps 0). 0 keeps every non-zero voxel.
+        series_index: ``image_series_index`` of each emitted map, by map name.
+        maps: names of the maps to emit, a subset of :data:`MAP_NAMES` in emission order.
+        schedule_check: ``"strict"``, ``"warn"`` or ``"off"``: what a schedule mismatch between
+            the ISMRMRD header and the estimator does.
+    """
+
+    model: str = "default"
+    estimator: str = "network"
+    dictionary: str = ""
+    frame_counter: str = "repetition"
+    frames_per_fingerprint: int | None = None
+    device: str = "auto"
+    mask_threshold: float = 0.05
+    t1_series_index: int = 100
+    t2_series_index: int = 101
+    m0_series_index: int = 102
+    maps: tuple[str, ...] = MAP_NAMES
+    schedule_check: str = "strict"
+
+    @property
+    def series_index(self) -> dict[str, int]:
+        """``{"t1": …, "t2": …, "m0": …}`` image series indices."""
+        return {"t1": self.t1_series_index, "t2": self.t2_series_index, "m0": self.m0_series_index}
+
+    def __post_init__(self) -> None:
+        used = [(name, self.series_index[name]) for name in self.maps]
+        seen: dict[int, str] = {}
+        for name, index in used:
+            if index in seen:
+                raise SettingsError(
+                    f"property '{name}_series_index': {index} is also '{seen[index]}_series_index'; the maps need "
+                    f"distinct series indices (outputs are stored as image_<image_series_index>)")
+            seen[index] = name
+
+
+@dataclass(frozen=True)
+class Property:
+    """One ``<property>`` of the configuration: its name, default text and meaning."""
+
+    name: str
+    default: str
+    meaning: str
+    parse: Callable[[str, str], Any]
+    attribute: str
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise SettingsError(f"property {name!r}: expected one of {', '.join(options)}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _text(name: str, text: str) -> str:
+    return text.strip()
+
+
+def _model(name: str, text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise SettingsError(f"property {name!r}: expected 'default' or the path of a model file; got ''")
+    return "default" if value.lower() == "default" else value
+
+
+def _frames(name: str, text: str) -> int | None:
+    value = text.strip().lower()
+    if value in ("", "auto"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise SettingsError(f"property {name!r}: expected 'auto' or a positive integer; got {text!r}") from None
+    if n < 1:
+        raise SettingsError(f"property {name!r}: expected 'auto' or a positive integer; got {text!r}")
+    return n
+
+
+def _device(name: str, text: str) -> str:
+    value = text.strip().lower()
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise SettingsError(f"property {name!r}: expected auto, cpu, cuda or cuda:<index>; got {text!r}")
+
+
+def _fraction(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise SettingsError(f"property {name!r}: expected a number in [0, 1); got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise SettingsError(f"property {name!r}: expected a number in [0, 1); got {text!r}")
+    return value
+
+
+def _series(name: str, text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise SettingsError(f"property {name!r}: expected an integer in 0…65535; got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"property {name!r}: expected an integer in 0…65535 (uint16); got {text!r}")
+    return value
+
+
+def _maps(name: str, text: str) -> tuple[str, ...]:
+    items = [t for t in text.replace(",", " ").lower().split() if t]
+    if not items:
+        raise SettingsError(f"property {name!r}: expected one or more of {', '.join(MAP_NAMES)}; got {text!r}")
+    unknown = [t for t in items if t not in MAP_NAMES]
+    if unknown:
+        raise SettingsError(f"property {name!r}: unknown map(s) {', '.join(unknown)}; expected a comma-separated "
+                            f"subset of {', '.join(MAP_NAMES)}; got {text!r}")
+    if len(set(items)) != len(items):
+        raise SettingsError(f"property {name!r}: a map is listed twice in {text!r}")
+    return tuple(m for m in MAP_NAMES if m in items)
+
+
+#: Every setting, in documentation order.
+PROPERTIES: tuple[Property, ...] = (
+    Property("model", "default",
+             "DRONE model: `default` (the shipped model, `drone_core/weights`) or the path of a model file "
+             "(`.safetensors`). Its schedule is the one the acquisition must have; with `estimator=dictionary` "
+             "and no `dictionary` it is the schedule the dictionary is simulated for.",
+             _model, "model"),
+    Property("estimator", "network",
+             "`network` (the DRONE network) or `dictionary` (conventional dictionary matching).",
+             _choice(_ESTIMATORS), "estimator"),
+    Property("dictionary", "",
+             "With `estimator=dictionary`: path of a dictionary file (`Dictionary.save`); empty simulates the "
+             "paper grid (79,900 atoms) for the model's schedule at start-up (seconds on a CPU).",
+             _text, "dictionary"),
+    Property("frame_counter", "repetition",
+             f"ImageHeader counter giving each frame's 0-based position in the fingerprint: one of "
+             f"{', '.join(FRAME_COUNTER_FIELDS)}. Frames may arrive in any order; `slice` separates slices.",
+             _choice(FRAME_COUNTER_FIELDS), "frame_counter"),
+    Property("frames_per_fingerprint", "auto",
+             "Frames N per fingerprint: `auto` takes the estimator's; a number is checked against it.",
+             _frames, "frames_per_fingerprint"),
+    Property("device", "auto",
+             "Where the estimator runs: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:<index>`.",
+             _device, "device"),
+    Property("mask_threshold", "0.05",
+             "Background mask: voxels whose fingerprint L2 norm is below this fraction of the slice's "
+             "99th-percentile norm get T1 = T2 = M0 = 0. In [0, 1); 0 masks only all-zero voxels.",
+             _fraction, "mask_threshold"),
+    Property("t1_series_index", "100", "`image_series_index` of the T1 maps.", _series, "t1_series_index"),
+    Property("t2_series_index", "101", "`image_series_index` of the T2 maps.", _series, "t2_series_index"),
+    Property("m0_series_index", "102", "`image_series_index` of the M0 maps.", _series, "m0_series_index"),
+    Property("maps", "t1,t2,m0",
+             "Maps to emit, a comma-separated subset of `t1`, `t2`, `m0` (emitted in that order per slice).",
+             _maps, "maps"),
+    Property("schedule_check", "strict",
+             "Compare the ISMRMRD header's `sequenceParameters` (`flipAngle_deg`, `TR`, `TE`, `TI`) with the "
+             "estimator's schedule: `strict` refuses a mismatch (or incomplete parameters), `warn` logs it and "
+             "goes on, `off` skips the check. A header without `sequenceParameters` logs a warning and goes on.",
+             _choice(_SCHEDULE_CHECKS), "schedule_check"),
+)
+_BY_NAME = {p.name: p for p in PROPERTIES}
+
+
+def settings_from_properties(properties: dict[str, str]) -> GadgetSettings:
+    """Settings from ``{name: text}``; unknown names and bad values raise :class:`SettingsError`."""
+    unknown = sorted(set(properties) - set(_BY_NAME))
+    if unknown:
+        raise SettingsError(f"unknown propert{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                            f"the drone_mrf gadget knows {', '.join(_BY_NAME)}")
+    values: dict[str, Any] = {}
+    for name, text in properties.items():
+        prop = _BY_NAME[name]
+        values[prop.attribute] = prop.parse(name, text)
+    return replace(GadgetSettings(), **values) if values else GadgetSettings()
+
+
+def parse_settings(config: bytes | str | None) -> GadgetSettings:
+    """Parse the ``<configuration>`` XML that Gadgetron sends (CONFIG message) into settings.
+
+    Args:
+        config: the XML text or bytes; ``None``, empty or whitespace gives the defaults.
+
+    Raises:
+        SettingsError: not XML, a property without a name, a repeated or unknown property, or
+            an invalid value.
+    """
+    if config is None:
+        return GadgetSettings()
+    text = config.decode("utf-8", errors="replace") if isinstance(config, (bytes, bytearray)) else str(config)
+    text = text.strip().rstrip("\x00").strip()
+    if not text:
+        return GadgetSettings()
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise SettingsError(f"the gadget configuration is not valid XML ({exc}): {text[:200]!r}") from None
+    properties: dict[str, str] = {}
+    for element in root.iter():
+        if _local(element.tag) != "property":
+            continue
+        name = element.get("name")
+        value = element.get("value")
+        if name is None:
+            child = _child(element, "name")
+            name = child.text if child is not None else None
+        if value is None:
+            child = _child(element, "value")
+            value = (child.text or "") if child is not None else None
+        if not name or not name.strip():
+            raise SettingsError(f"a <property> of the gadget configuration has no name: {ET.tostring(element)!r}")
+        name = name.strip()
+        if value is None:
+            raise SettingsError(f"property {name!r} has no value")
+        if name in properties:
+            raise SettingsError(f"property {name!r} is given twice ({properties[name]!r} and {value!r})")
+        properties[name] = value
+    return settings_from_properties(properties)
+
+
+def _local(tag: Any) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _child(element: ET.Element, name: str) -> ET.Element | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return child
+    return None
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (name, default, meaning), for the documentation."""
+    rows = ["| property | default | meaning |", "|---|---|---|"]
+    for p in PROPERTIES:
+        default = f"`{p.default}`" if p.default else "(empty)"
+        rows.append(f"| `{p.name}` | {default} | {p.meaning} |")
+    return "\n".join(rows)
+
+
+def _check_defaults_match() -> None:
+    """The documented default texts parse to the dataclass defaults (guards drift between the two)."""
+    defaults = GadgetSettings()
+    for p in PROPERTIES:
+        parsed = p.parse(p.name, p.default)
+        if parsed != getattr(defaults, p.attribute):  # pragma: no cover - programming error
+            raise AssertionError(f"default of {p.name!r} differs: {parsed!r} vs {getattr(defaults, p.attribute)!r}")
+    assert {p.attribute for p in PROPERTIES} == {f.name for f in fields(GadgetSettings)}
+
+
+_check_defaults_match()
