@@ -42,7 +42,12 @@ _EXPORTS = {
     "GadgetFailed": "errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GadgetFailed", "GadgetSettings", "Frame", "MapSet", "PROPERTIES", "SliceMaps", "StreamError", "Trajectory",
+    "build_estimator", "check_header_schedule", "drone_mrf", "parse_settings", "pipeline", "prepare", "reconstruct",
+    "settings_table",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -111,16 +111,18 @@ def image_array_frames(array: Any) -> Iterator[tuple[ismrmrd.ImageHeader, np.nda
     data = np.asarray(array.data)
     if not 1 <= data.ndim <= 7:
         raise FrameError(f"ImageArray: expected data of shape (RO, E1, E2, CHA, N, S, LOC), got {data.shape}")
-    data = data.reshape(data.shape + (1,) * (7 - data.ndim))
-    nsl = data.shape[4:7]
+    shape7: tuple[int, ...] = tuple(int(d) for d in data.shape) + (1,) * (7 - data.ndim)
+    data = data.reshape(shape7)
+    n_n, n_s, n_loc = shape7[4], shape7[5], shape7[6]
+    nsl = (n_n, n_s, n_loc)
     headers = np.asarray(array.headers, dtype=object)
     if headers.size != int(np.prod(nsl)):
         raise FrameError(f"ImageArray: {headers.size} headers for data of shape {data.shape} "
                          f"(expected N·S·LOC = {int(np.prod(nsl))})")
     headers = headers.reshape(nsl, order="F") if headers.shape != nsl else headers
-    for loc in range(nsl[2]):
-        for s in range(nsl[1]):
-            for n in range(nsl[0]):
+    for loc in range(n_loc):
+        for s in range(n_s):
+            for n in range(n_n):
                 block = np.transpose(data[:, :, :, :, n, s, loc], (3, 2, 1, 0))  # (CHA, E2, E1, RO)
                 yield copy_header(headers[n, s, loc]), _magnitude(block, f"ImageArray frame (n={n}, s={s}, loc={loc})")
 
@@ -149,7 +151,8 @@ def make_image(data: np.ndarray, header: ismrmrd.ImageHeader, *, image_series_in
     head = copy_header(header)
     head.data_type = _DATATYPE_FLOAT
     head.channels = 1
-    head.matrix_size[0], head.matrix_size[1], head.matrix_size[2] = arr.shape[2], arr.shape[1], arr.shape[0]
+    z, y, x = (int(n) for n in arr.shape)
+    head.matrix_size[0], head.matrix_size[1], head.matrix_size[2] = x, y, z
     head.image_type = _IMTYPE_MAGNITUDE
     head.image_series_index = int(image_series_index)
     head.image_index = int(image_index)

@@ -21,7 +21,8 @@ from drone_core.schedule import Schedule
 from .errors import SettingsError
 from .settings import GadgetSettings
 
-__all__ = ["Estimator", "build_estimator", "describe_estimator", "estimator_schedule", "resolve_device"]
+__all__ = ["Estimator", "build_estimator", "describe_estimator", "estimator_kind", "estimator_schedule",
+           "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,13 @@ def estimator_schedule(estimator: Any) -> Schedule:
     if not isinstance(schedule, Schedule):
         raise TypeError(f"estimator {type(estimator).__name__} has no schedule")
     return schedule
+
+
+def estimator_kind(estimator: Any) -> str:
+    """``"the DRONE network"`` or ``"the dictionary (<n> atoms)"``, for messages."""
+    if isinstance(estimator, Matcher):
+        return f"the dictionary ({estimator.n_atoms} atoms)"
+    return "the DRONE network"
 
 
 def describe_estimator(estimator: Any) -> str:

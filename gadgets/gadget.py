@@ -39,7 +39,7 @@ from importlib import metadata
 from typing import Any, Iterable, Iterator
 
 from .errors import GadgetFailed
-from .estimators import build_estimator, describe_estimator, estimator_schedule
+from .estimators import build_estimator, describe_estimator, estimator_kind, estimator_schedule
 from .header import check_header_schedule
 from .protocol import serve
 from .settings import GadgetSettings, parse_settings
@@ -90,7 +90,7 @@ def prepare(config: bytes | str | None, header: bytes | str) -> tuple[GadgetSett
     settings = parse_settings(config)
     estimator = build_estimator(settings)
     check_header_schedule(header, estimator_schedule(estimator), settings.schedule_check,
-                          what=describe_estimator(estimator))
+                          what=estimator_kind(estimator))
     return settings, estimator
 
 

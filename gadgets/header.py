@@ -112,8 +112,9 @@ def schedule_from_header(params: SequenceParameters, *, inversion_efficiency: fl
         raise ValueError(f"the ISMRMRD header's sequenceParameters are not a valid schedule: {exc}") from None
 
 
-def _describe(schedule: Schedule) -> str:
-    return f"{schedule.name!r} ({schedule.n_frames} frames, digest {schedule.digest()})"
+def _describe(schedule: Schedule, what: str = "") -> str:
+    owner = f" of {what}" if what else ""
+    return f"{schedule.name!r}{owner} ({schedule.n_frames} frames, digest {schedule.digest()})"
 
 
 def _first_difference(a: Schedule, b: Schedule) -> str:
@@ -124,10 +125,11 @@ def _first_difference(a: Schedule, b: Schedule) -> str:
     def close(x: float, y: float) -> bool:
         return abs(x - y) <= 1e-4 * max(1.0, abs(x), abs(y))
 
-    for name, xs, ys in (("flipAngle_deg", a.flip_angle_deg, b.flip_angle_deg), ("TR", a.tr_ms, b.tr_ms)):
-        for i, (x, y) in enumerate(zip(xs, ys)):
+    for name, unit, xs, ys in (("flipAngle_deg", "°", a.flip_angle_deg, b.flip_angle_deg),
+                               ("TR", " ms", a.tr_ms, b.tr_ms)):
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
             if not close(x, y):
-                return f"{name}[{i}] = {x:g} in the header vs {y:g}"
+                return f"{name}[{i}] = {x:g}{unit} in the header vs {y:g}{unit}"
     for name, x, y in (("TE", a.te_ms, b.te_ms), ("TI", a.ti_ms, b.ti_ms)):
         if not close(x, y):
             return f"{name} = {x:g} ms in the header vs {y:g} ms"
@@ -143,7 +145,7 @@ def check_header_schedule(header_xml: bytes | str, schedule: Schedule, mode: str
         schedule: the estimator's schedule (its inversion efficiency is assumed for the header).
         mode: ``"strict"`` raises on a mismatch or on incomplete parameters; ``"warn"`` logs a
             warning instead; ``"off"`` does nothing and returns None.
-        what: how the estimator is named in messages (e.g. ``"model 'epi_mrf_25'"``).
+        what: how the estimator is named in messages (e.g. ``"the DRONE network"``).
 
     A header without ``<sequenceParameters>`` logs a warning and returns None in every mode but
     ``"off"``.
@@ -159,19 +161,22 @@ def check_header_schedule(header_xml: bytes | str, schedule: Schedule, mode: str
     try:
         params = sequence_parameters(header_xml)
     except ValueError as exc:
-        return _refuse(f"cannot check the schedule: {exc}", mode)
+        _refuse(f"cannot check the schedule: {exc}", mode)
+        return None
     if params is None:
         log.warning("the ISMRMRD header has no sequenceParameters: cannot check that the acquisition used the "
-                    "schedule of %s %s; proceeding", what, _describe(schedule))
+                    "schedule %s; proceeding", _describe(schedule, what))
         return None
     try:
         acquired = schedule_from_header(params, inversion_efficiency=schedule.inversion_efficiency)
     except ValueError as exc:
-        return _refuse(f"cannot check the schedule against {what} {_describe(schedule)}: {exc}", mode)
+        _refuse(f"cannot check the acquisition's schedule against schedule {_describe(schedule, what)}: {exc}", mode)
+        return None
     if not acquired.same_physics(schedule):
-        return _refuse(f"schedule mismatch: the acquisition's schedule from the ISMRMRD header's sequenceParameters "
-                       f"{_describe(acquired)} is not the schedule of {what} {_describe(schedule)}: "
-                       f"{_first_difference(acquired, schedule)}", mode)
+        _refuse(f"schedule mismatch: the acquisition's schedule {_describe(acquired)} (from the ISMRMRD header's "
+                f"sequenceParameters) is not the schedule {_describe(schedule, what)}: "
+                f"{_first_difference(acquired, schedule)}", mode)
+        return None
     return acquired
 
 
@@ -179,4 +184,3 @@ def _refuse(message: str, mode: str) -> None:
     if mode == "strict":
         raise ScheduleMismatchError(message + " (property schedule_check=warn or off accepts it)")
     log.warning("%s; proceeding (schedule_check=warn)", message)
-    return None

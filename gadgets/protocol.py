@@ -19,6 +19,8 @@ What this module fixes in gadgetron-python 1.4.1 (``gadgetron.external``):
   ``np.array(…, copy=False)`` in its ImageArray writer for data that is not complex64) leaves a
   corrupt stream. :func:`send` serialises each message completely in memory first, and the
   ImageArray writer registered by :func:`adopt` converts the data to complex64 beforehand.
+* ``Connection.add_writer`` registers writers that always fail (a one-argument wrapper called
+  with two arguments); :func:`adopt` inserts its writer directly.
 * ismrmrd reads ``DATATYPE_INT`` images as int64 although the wire has int32, which shifts the
   rest of the stream; :func:`read_image` reads int32 (and returns float64 data for them).
 """
@@ -79,7 +81,7 @@ class MessageId:
     BUCKET = 1050
 
 
-_WIRE_DTYPES = {
+_WIRE_DTYPES: dict[int, np.dtype] = {
     1: np.dtype("<u2"),  # USHORT
     2: np.dtype("<i2"),  # SHORT
     3: np.dtype("<u4"),  # UINT
@@ -261,7 +263,8 @@ def send(connection: Any, item: Any) -> None:
     """Send ``item`` with the connection's writers, serialised completely before any byte is sent.
 
     Raises:
-        TypeError: no writer accepts the item (gadgetron-python cannot send it).
+        ProtocolError: no writer accepts the item (gadgetron-python cannot send it, e.g. an
+            AcquisitionBucket, which therefore cannot pass through).
     """
     buffer = _Buffer()
     for accepts, writer in connection.writers:
@@ -269,8 +272,8 @@ def send(connection: Any, item: Any) -> None:
             writer(buffer, item)
             break
     else:
-        raise TypeError(f"cannot send a {type(item).__module__}.{type(item).__name__} back to Gadgetron: "
-                        f"gadgetron-python has no writer for it")
+        raise ProtocolError(f"cannot send a {type(item).__module__}.{type(item).__name__} back to Gadgetron: "
+                            f"gadgetron-python has no writer for it")
     connection.socket.write(buffer.getvalue())
 
 
@@ -303,10 +306,11 @@ def adopt(connection: Any) -> RobustSocket:
     connection.socket = robust
     try:
         from gadgetron.types import ImageArray
-
-        connection.add_writer(lambda item: isinstance(item, ImageArray), _write_image_array_safely)
-    except ImportError:  # pragma: no cover
-        pass
+    except ImportError:  # pragma: no cover - gadgetron is a dependency of this package
+        return robust
+    # Not connection.add_writer(): in 1.4.1 it wraps the writer in a one-argument lambda that
+    # send() calls with two (destination, item), so any writer added that way raises TypeError.
+    connection.writers.insert(0, (lambda item: isinstance(item, ImageArray), _write_image_array_safely))
     return robust
 
 

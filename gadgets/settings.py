@@ -86,6 +86,19 @@ class GadgetSettings:
         return {"t1": self.t1_series_index, "t2": self.t2_series_index, "m0": self.m0_series_index}
 
     def __post_init__(self) -> None:
+        # Direct construction is validated like parsed text (each value through its property's parser).
+        for prop in PROPERTIES:
+            value = getattr(self, prop.attribute)
+            if prop.attribute == "maps":
+                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                    raise SettingsError(f"property 'maps': expected a tuple of map names, got {value!r}")
+                text = ",".join(value)
+            elif prop.attribute == "frames_per_fingerprint":
+                text = "auto" if value is None else str(value)
+            else:
+                text = str(value)
+            if prop.attribute not in ("model", "dictionary"):
+                object.__setattr__(self, prop.attribute, prop.parse(prop.name, text))
         used = [(name, self.series_index[name]) for name in self.maps]
         seen: dict[int, str] = {}
         for name, index in used:

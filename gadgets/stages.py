@@ -37,7 +37,7 @@ import numpy as np
 from drone_core._version import __version__
 
 from ._maps import SliceMaps, reconstruct
-from .conversion import copy_header, header_counter, image_array_frames, image_magnitude, is_image_array, make_image
+from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
 from .errors import DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError, NonFiniteFrameError
 from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings
 
@@ -155,7 +155,7 @@ def frames(items: Iterable[Any], *, counter: str = "repetition") -> Iterator[Any
             except FrameError as exc:
                 raise type(exc)(f"{_counter_text(counter, header_counter(header, counter), int(header.slice))}: "
                                 f"{exc}") from None
-            yield make(copy_header(header), data)
+            yield make(header, data)  # getHead() is already a copy
         elif is_image_array(item):
             for header, data in image_array_frames(item):
                 yield make(header, data)
@@ -176,19 +176,13 @@ def _xyz(shape: tuple[int, ...]) -> str:
 
 def _ranges(values: list[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` → ``"0–2, 5, 7–8"``."""
-    out: list[str] = []
-    start = prev = None
+    runs: list[list[int]] = []
     for v in sorted(values):
-        if start is None:
-            start = prev = v
-        elif v == prev + 1:
-            prev = v
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
         else:
-            out.append(f"{start}" if start == prev else f"{start}–{prev}")
-            start = prev = v
-    if start is not None:
-        out.append(f"{start}" if start == prev else f"{start}–{prev}")
-    return ", ".join(out)
+            runs.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs)
 
 
 def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetition") -> Iterator[Any]:
@@ -277,8 +271,8 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "")
     else:
         values = data[mask] if mask.any() else data.ravel()
         top = float(np.percentile(values, 99)) if values.size else 0.0
-        width = max(1, int(round(top)))
-        centre = max(1, int(round(top / 2)))
+        width = max(1, round(top))
+        centre = max(1, round(top / 2))
     comment = f"DRONE {info.description}"
     return {
         "DataRole": "Quantitative",

@@ -168,7 +168,8 @@ TISSUES: tuple[tuple[float, float, float], ...] = ((1000.0, 80.0, 2.0), (1500.0,
 PHANTOM_SHAPE = (12, 10)
 
 
-def phantom(shift: int = 0, shape: tuple[int, int] = PHANTOM_SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def phantom(shift: int = 0, shape: tuple[int, int] = PHANTOM_SHAPE,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Truth maps ``(t1_ms, t2_ms, m0, labels)`` of shape ``(y, x)``: three tissue blocks on a zero
     background (a one-voxel border and more); ``shift`` rotates which tissue sits in which block,
     so that slices differ. ``labels`` is -1 in the background, else the tissue index."""
@@ -198,8 +199,8 @@ def phantom_frames(schedule: Any, t1: np.ndarray, t2: np.ndarray, m0: np.ndarray
     return out
 
 
-def frame_header(slice_: int, counter: int, *, counter_field: str = "repetition", shape: tuple[int, ...] = PHANTOM_SHAPE,
-                 data_type: int = 5) -> ismrmrd.ImageHeader:
+def frame_header(slice_: int, counter: int, *, counter_field: str = "repetition",
+                 shape: tuple[int, ...] = PHANTOM_SHAPE, data_type: int = 5) -> ismrmrd.ImageHeader:
     """An ``ImageHeader`` as Gadgetron's reconstruction makes it: geometry per slice, counters."""
     h = ismrmrd.ImageHeader()
     h.version = 1
@@ -337,6 +338,24 @@ def _read_reply(sock: socket.socket, reply: Reply) -> None:
 
 
 # --------------------------------------------------------------------------- the peer
+class _Drain:
+    """Reads a pipe to its end on a thread (so a chatty process never blocks on a full pipe)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.data = bytearray()
+        self._pipe = pipe
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for chunk in iter(lambda: self._pipe.read1(1 << 16), b""):
+            self.data += chunk
+
+    def text(self, timeout: float = EXIT_TIMEOUT_S) -> str:
+        self._thread.join(timeout)
+        return bytes(self.data).decode("utf-8", errors="replace")
+
+
 class GadgetronPeer:
     """Gadgetron's end of one external-node connection.
 
@@ -345,10 +364,12 @@ class GadgetronPeer:
     """
 
     def __init__(self, sock: socket.socket, process: subprocess.Popen | None = None,
-                 thread: threading.Thread | None = None, thread_result: "queue.Queue[BaseException | None]" = None,
-                 ) -> None:
+                 thread: threading.Thread | None = None,
+                 thread_result: queue.Queue[BaseException | None] | None = None,
+                 pipes: tuple[_Drain, _Drain] | None = None) -> None:
         self.sock = sock
         self.process = process
+        self._pipes = pipes
         self._thread = thread
         self._thread_result = thread_result
         self.reply = Reply()
@@ -373,17 +394,18 @@ class GadgetronPeer:
         process = subprocess.Popen([sys.executable, "-m", "gadgetron", str(port), module, target],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    env=environment, cwd=str(_REPO))
+        pipes = (_Drain(process.stdout), _Drain(process.stderr))
         try:
             conn, _ = listener.accept()
         except socket.timeout:
             process.kill()
-            out, err = process.communicate(timeout=EXIT_TIMEOUT_S)
+            process.wait(EXIT_TIMEOUT_S)
             raise RuntimeError(f"the Python process did not connect within {ACCEPT_TIMEOUT_S} s; stderr:\n"
-                               f"{err.decode(errors='replace')}") from None
+                               f"{pipes[1].text()}") from None
         finally:
             listener.close()
         conn.settimeout(None)
-        return cls(conn, process=process)
+        return cls(conn, process=process, pipes=pipes)
 
     @classmethod
     def in_process(cls, handler: Callable[[Any], None]) -> "GadgetronPeer":
@@ -480,10 +502,9 @@ class GadgetronPeer:
         if self.process is not None:
             if not exited:
                 self.process.kill()
-            out, err = self.process.communicate(timeout=EXIT_TIMEOUT_S)
+                self.process.wait(EXIT_TIMEOUT_S)
             reply.returncode = self.process.returncode
-            reply.stdout = out.decode("utf-8", errors="replace")
-            reply.stderr = err.decode("utf-8", errors="replace")
+            reply.stdout, reply.stderr = self.output()
             if not exited:
                 reply.failure = (reply.failure or "") + f" (process did not exit within {EXIT_TIMEOUT_S} s; killed)"
         elif exited and self._thread_result is not None:
@@ -498,4 +519,10 @@ class GadgetronPeer:
             pass
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.communicate(timeout=EXIT_TIMEOUT_S)
+            self.process.wait(EXIT_TIMEOUT_S)
+
+    def output(self) -> tuple[str, str]:
+        """``(stdout, stderr)`` of the process once it has ended (``("", "")`` in process mode)."""
+        if self._pipes is None:
+            return "", ""
+        return self._pipes[0].text(), self._pipes[1].text()

@@ -3,11 +3,11 @@ pieces and the per-slice map computation."""
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import struct
 import threading
-import time
 
 import ismrmrd
 import numpy as np
@@ -116,9 +116,9 @@ def test_header_schedule_mismatch_names_both() -> None:
     fa = list(schedule.flip_angle_deg)
     fa[3] += 2.0
     with pytest.raises(ScheduleMismatchError) as info:
-        check_header_schedule(_header(schedule, flip_angle_deg=fa), schedule, what="model 'x'")
+        check_header_schedule(_header(schedule, flip_angle_deg=fa), schedule, what="the DRONE network")
     text = str(info.value)
-    assert "ISMRMRD header" in text and "'epi_mrf_25'" in text and "model 'x'" in text
+    assert "'ISMRMRD header'" in text and "'epi_mrf_25' of the DRONE network" in text
     assert "flipAngle_deg[3]" in text and schedule.digest() in text
     with pytest.raises(ScheduleMismatchError, match="20 frames in the header vs 25"):
         check_header_schedule(_header(schedule, flip_angle_deg=fa[:20], tr_ms=schedule.tr_ms[:20]), schedule)
@@ -213,10 +213,8 @@ def test_robust_socket_ends_on_peer_close() -> None:
     a.sendall(b"\x01\x02\x03")
     a.close()
     assert robust.read(2) == b"\x01\x02"
-    start = time.monotonic()
-    with pytest.raises(PeerGoneError, match="closed the connection"):
+    with pytest.raises(PeerGoneError, match="closed the connection"):  # instead of spinning forever
         robust.read(4)
-    assert time.monotonic() - start < 60  # returns instead of spinning (bound only guards a hang)
     robust.close()
     robust.close()  # idempotent, never raises
 
@@ -251,7 +249,7 @@ def test_messages_refuse_unknown_id_and_send_is_atomic() -> None:
         next(messages(Conn))
     with pytest.raises(ZeroDivisionError):
         send(Conn, "item")
-    with pytest.raises(TypeError, match="no writer"):
+    with pytest.raises(ProtocolError, match="no writer"):
         send(Conn, 3.0)
     Conn.socket.close()
     received = a.recv(100)
@@ -310,3 +308,47 @@ def test_reconstruct_checks_inputs(model) -> None:
         reconstruct(np.ones((25, 2, 2), np.float32), object())
     zeros = reconstruct(np.zeros((25, 3, 2), np.float32), model)
     assert not zeros.mask.any() and not zeros.t1.any()
+
+
+# gadgetron's read_object_array builds an object array from ctypes headers; numpy warns (harmlessly).
+@pytest.mark.filterwarnings("ignore:A builtin ctypes object gave a PEP3118:RuntimeWarning")
+def test_adopted_connection_writes_image_arrays_safely() -> None:
+    """gadgetron-python 1.4.1 writes an ImageArray's dimensions, then fails (numpy 2) on data that is
+    not complex64, leaving half a message on the wire; after adopt() the data is converted first and
+    a message is only sent whole."""
+    from gadgetron.external.connection import Connection
+    from gadgetron.types.image_array import read_image_array, write_image_array
+
+    from drone_gadgets.protocol import adopt
+
+    ours, theirs = socket.socketpair()
+    config, header = config_xml(), header_xml()
+    ours.sendall(struct.pack("<HI", 2, len(config)) + config + struct.pack("<HI", 3, len(header)) + header)
+    connection = Connection(theirs)
+    adopt(connection)
+    data = np.arange(2 * 3 * 2, dtype=np.float64).reshape(2, 3, 1, 1, 2, 1, 1)
+    headers = np.empty((2, 1, 1), dtype=object)
+    headers[0, 0, 0], headers[1, 0, 0] = frame_header(0, 0, shape=(3, 2)), frame_header(0, 1, shape=(3, 2))
+    array = ImageArray(data=data, headers=headers, meta=["", ""], waveform=None, acq_headers=None)
+    send(connection, array)
+    connection.socket.close()
+    received = b""
+    while chunk := ours.recv(1 << 16):
+        received += chunk
+    assert struct.unpack("<H", received[:2])[0] == 1024
+    pos = [2]
+
+    class Source:
+        def read(self, n: int) -> bytes:
+            out = received[pos[0]:pos[0] + n]
+            pos[0] += n
+            return out
+
+    back = read_image_array(Source())
+    np.testing.assert_array_equal(back.data, data.astype(np.complex64))
+    assert [h.repetition for h in back.headers.ravel(order="F")] == [0, 1]
+    assert received[pos[0]:] == struct.pack("<H", 4)  # then CLOSE
+    ours.close()
+    if int(np.__version__.split(".")[0]) >= 2:  # the defect being worked around
+        with pytest.raises(ValueError):
+            write_image_array(io.BytesIO(), array)
