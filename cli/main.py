@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("demo", help="run the shipped pieces end to end on simulated data",
-                       description="Default schedule → paper dictionary → noisy tissue fingerprints → DRONE and matching.")
+                       description="Default schedule → paper dictionary → noisy tissue fingerprints → "
+                                   "DRONE and matching.")
     d.add_argument("--noise", type=float, default=0.01, help="noise level, fraction of each fingerprint's peak")
     d.add_argument("--draws", type=int, default=200, help="noisy fingerprints per tissue")
     d.add_argument("--seed", type=int, default=0)

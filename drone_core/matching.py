@@ -187,7 +187,8 @@ class Matcher:
     instance can serve several threads.
 
     Memory: the normalised (or compressed) atoms twice on the device (``2 · 4 · n_atoms · width``
-    bytes in float32, two layouts; width = rank, or :data:`MIN_CPU_GEMM_WIDTH` on a CPU if larger), the magnitudes on the host (``4 · n_atoms · n_frames``), plus
+    bytes in float32, two layouts; width = rank, or :data:`MIN_CPU_GEMM_WIDTH` on a CPU if larger),
+    the magnitudes on the host (``4 · n_atoms · n_frames``), plus
     the per-block working set given in the module docstring.
     """
 

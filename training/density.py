@@ -22,7 +22,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from drone_core.dictionary import Dictionary, paper_grid

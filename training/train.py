@@ -152,7 +152,8 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
     """
     rank, world = _dist()
     if config.device == "auto":
-        device = torch.device(f"cuda:{rank % max(torch.cuda.device_count(), 1)}" if torch.cuda.is_available() else "cpu")
+        cuda = torch.cuda.is_available()
+        device = torch.device(f"cuda:{rank % max(torch.cuda.device_count(), 1)}" if cuda else "cpu")
     else:
         device = torch.device(config.device)
     if config.threads is not None:
