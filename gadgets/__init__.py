@@ -36,15 +36,13 @@ _EXPORTS = {
     "PROPERTIES": "settings",
     "build_estimator": "estimators",
     "check_header_schedule": "header",
-    "reconstruct": "_maps",
-    "SliceMaps": "_maps",
     "StreamError": "errors",
     "GadgetFailed": "errors",
 }
 
 __all__ = [
-    "GadgetFailed", "GadgetSettings", "Frame", "MapSet", "PROPERTIES", "SliceMaps", "StreamError", "Trajectory",
-    "build_estimator", "check_header_schedule", "drone_mrf", "parse_settings", "pipeline", "prepare", "reconstruct",
+    "GadgetFailed", "GadgetSettings", "Frame", "MapSet", "PROPERTIES", "StreamError", "Trajectory",
+    "build_estimator", "check_header_schedule", "drone_mrf", "parse_settings", "pipeline", "prepare",
     "settings_table",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)

@@ -26,7 +26,7 @@ __all__ = ["Estimator", "build_estimator", "describe_estimator", "estimator_kind
 
 log = logging.getLogger(__name__)
 
-#: What :func:`drone_gadgets._maps.reconstruct` accepts.
+#: What :func:`drone_core.reconstruct.reconstruct` accepts.
 Estimator = Union[DroneModel, Matcher]
 
 

@@ -16,7 +16,7 @@ untouched. The stages work on plain lists as well as on a Gadgetron connection::
    frames, or a frame for a slice already complete is refused; at the end of the input, slices
    still missing frames raise :class:`IncompleteFingerprintError` listing what is missing (their
    partial frames are never turned into maps).
-3. :func:`maps` — :func:`drone_gadgets._maps.reconstruct` on each trajectory → :class:`MapSet`.
+3. :func:`maps` — :func:`drone_core.reconstruct.reconstruct` on each trajectory → :class:`MapSet`.
 4. :func:`images` — each map becomes a float32 ``ismrmrd.Image`` with the geometry and counters of
    the slice's first frame (frame 0), its own ``image_series_index``, ``image_index = slice + 1``
    and meta attributes for the scanner (:func:`map_meta`).
@@ -36,7 +36,7 @@ import numpy as np
 
 from drone_core._version import __version__
 
-from ._maps import SliceMaps, reconstruct
+from drone_core.reconstruct import SliceMaps, reconstruct
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
 from .errors import DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError, NonFiniteFrameError
 from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings
@@ -95,7 +95,7 @@ class MapSet:
 
     Attributes:
         slice: the slice.
-        maps: the :class:`~drone_gadgets._maps.SliceMaps`, each ``(z, y, x)``.
+        maps: the :class:`~drone_core.reconstruct.SliceMaps`, each ``(z, y, x)``.
         header: ``ImageHeader`` of the slice's frame 0.
     """
 
@@ -240,7 +240,7 @@ def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float) -> Iter
 
     Args:
         items: output of :func:`trajectories`.
-        estimator: a ``DroneModel`` or ``Matcher`` (see :func:`drone_gadgets._maps.reconstruct`).
+        estimator: a ``DroneModel`` or ``Matcher`` (see :func:`drone_core.reconstruct.reconstruct`).
         mask_threshold: background threshold (fraction of the 99th-percentile fingerprint norm).
     """
     for item in items:

@@ -18,7 +18,7 @@ from drone_core.dictionary import Dictionary
 from drone_core.matching import Matcher
 from drone_core.model import default_model
 from drone_core.schedule import default_schedule
-from drone_gadgets._maps import reconstruct
+from drone_core.reconstruct import reconstruct
 from drone_gadgets.conversion import copy_header, image_array_frames, image_magnitude, make_image
 from drone_gadgets.errors import FrameError, PeerGoneError, ProtocolError, ScheduleMismatchError, SettingsError
 from drone_gadgets.header import check_header_schedule, schedule_from_header, sequence_parameters

@@ -1,9 +1,8 @@
 """T1, T2 and M0 maps of one slice from its frames (the science call of the gadget).
 
-A stand-in with the signature of ``drone_core.reconstruct.reconstruct`` (``DESIGN.md``, "Public
-interfaces") so it can be swapped for it: ``reconstruct(frames (N, y, x), estimator)`` returns maps
-with ``.t1``, ``.t2``, ``.m0`` and ``.mask``. It only calls the public estimator APIs of
-:mod:`drone_core`.
+``reconstruct(frames (N, y, x), estimator)`` returns maps with ``.t1``, ``.t2``, ``.m0`` and
+``.mask`` (``DESIGN.md``, "Public interfaces"); the estimator is the network
+(:class:`drone_core.model.DroneModel`) or dictionary matching (:class:`drone_core.matching.Matcher`).
 
 Mask: the L2 norm of every voxel's fingerprint over the N frames is compared with the slice's
 99th-percentile norm; voxels below ``mask_threshold`` times it (and all-zero voxels) are
