@@ -8,7 +8,7 @@ STAMP := $(VENV)/.drone-installed
 # first (see README); it is then kept, as this step only runs when torch is missing.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test test-all demo install bench clean
+.PHONY: test test-all demo install bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff mypy
+	$(PY) -m ruff check --select E,F,W --line-length 120 drone_core gadgets training cli tests benchmarks
+	$(PY) -m mypy drone_core training cli

@@ -89,7 +89,7 @@ def signal_jacobian(
     columns = [base]
     for tangent in tangents:
         # Tissues are independent, so a tangent of ones gives every tissue's own derivative.
-        _, d = torch.func.jvp(f, (t1_ms, t2_ms, b1), tangent)
+        d = torch.func.jvp(f, (t1_ms, t2_ms, b1), tangent)[1]
         columns.append(m0_col * d)
     return torch.stack(columns, dim=-1)
 
@@ -149,7 +149,7 @@ def crb(
     cov_np[info.numpy() != 0] = np.inf
     std = np.sqrt(np.clip(np.diagonal(cov_np, axis1=1, axis2=2), 0.0, None))
     values = [np.full(t1.shape, m0), t1.numpy(), t2.numpy()]
-    params = ("m0", "t1_ms", "t2_ms")
+    params: tuple[str, ...] = ("m0", "t1_ms", "t2_ms")
     if include_b1:
         values.append(b.numpy())
         params = params + ("b1",)

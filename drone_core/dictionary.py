@@ -241,7 +241,7 @@ class Dictionary:
         from safetensors.numpy import save_file
 
         atoms = np.ascontiguousarray(self.atoms, dtype=np.complex64)
-        tensors = {
+        tensors: dict[str, np.ndarray] = {
             "atoms": atoms.view(np.float32).reshape(len(self), self.n_frames, 2),
             "t1_ms": np.ascontiguousarray(self.t1_ms, dtype=np.float64),
             "t2_ms": np.ascontiguousarray(self.t2_ms, dtype=np.float64),

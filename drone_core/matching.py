@@ -254,7 +254,7 @@ class Matcher:
             raise ValueError(f"atoms: expected complex values or magnitudes ≥ 0, got min {raw.min()}")
         n_atoms, n_frames = raw.shape
         self.n_atoms, self.n_frames = int(n_atoms), int(n_frames)
-        params = {}
+        params: dict[str, np.ndarray | None] = {}
         for name, value in (("t1_ms", t1_ms), ("t2_ms", t2_ms), ("b1", b1)):
             if value is None and name == "b1":
                 params[name] = None
@@ -263,8 +263,10 @@ class Matcher:
             if arr.shape != (n_atoms,):
                 raise ValueError(f"{name}: expected shape ({n_atoms},) (n_atoms,), got {arr.shape}")
             params[name] = arr
-        self.t1_ms: np.ndarray = params["t1_ms"]
-        self.t2_ms: np.ndarray = params["t2_ms"]
+        t1_arr, t2_arr = params["t1_ms"], params["t2_ms"]
+        assert t1_arr is not None and t2_arr is not None  # required above
+        self.t1_ms: np.ndarray = t1_arr
+        self.t2_ms: np.ndarray = t2_arr
         self.b1: np.ndarray | None = params["b1"]
 
         # Host magnitudes (float32) for the exact float64 score/M0 of the selected atoms.
@@ -417,7 +419,7 @@ class Matcher:
 
         # Exact float64 score and M0 of the selected atoms.
         atom_mag = self._mag[index].astype(np.float64)  # (n, N)
-        m0 = fit_m0(mag, atom_mag)
+        m0 = np.asarray(fit_m0(mag, atom_mag))
         inner = np.einsum("nf,nf->n", mag, atom_mag)
         denom = norm * np.sqrt(self._norm_sq[index])
         score = np.zeros(n, dtype=np.float64)

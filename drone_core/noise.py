@@ -65,11 +65,11 @@ def add_noise(atoms: torch.Tensor | np.ndarray, level: float, *, mode: NoiseMode
     rng = rng or np.random.default_rng()
     if level == 0:
         return np.abs(arr)
-    real_dtype = np.float32 if arr.dtype in (np.complex64, np.float32) else np.float64
-    peak = np.abs(arr).max(axis=1)
-    sigma = level * peak
+    out_dtype = np.float32 if arr.dtype in (np.complex64, np.float32) else np.float64
+    peak_np = np.abs(arr).max(axis=1)
+    sigma_np = level * peak_np
     if mode == "uniform":
-        sigma = sigma * rng.random(peak.shape)
-    noise = rng.standard_normal((*arr.shape, 2))
-    noisy = arr + sigma[:, None] * (noise[..., 0] + 1j * noise[..., 1])
-    return np.abs(noisy).astype(real_dtype)
+        sigma_np = sigma_np * rng.random(peak_np.shape)
+    draws = rng.standard_normal((*arr.shape, 2))
+    noisy = arr + sigma_np[:, None] * (draws[..., 0] + 1j * draws[..., 1])
+    return np.abs(noisy).astype(out_dtype)

@@ -48,7 +48,8 @@ def density_experiment(
 ) -> list[dict[str, Any]]:
     """Rows ``{fold, repetition, n_train, nn_t1_rmse, nn_t2_rmse, dm_t1_rmse, dm_t2_rmse, seconds}``
     (RMSE in ms over all atoms of ``full``, at ``test_noise``)."""
-    noisy = add_noise(torch.from_numpy(full.atoms), test_noise, generator=torch.Generator().manual_seed(test_seed))
+    noisy = torch.as_tensor(add_noise(torch.from_numpy(full.atoms), test_noise,
+                                      generator=torch.Generator().manual_seed(test_seed)))
     noisy_np = noisy.numpy()
     t1_range = (float(full.t1_ms.min()), float(full.t1_ms.max()))
     t2_range = (float(full.t2_ms.min()), float(full.t2_ms.max()))

@@ -93,8 +93,8 @@ class DesignConstraints:
     def schedule(self, flip_angle_deg: np.ndarray, tr_ms: np.ndarray, name: str) -> Schedule:
         """A validated :class:`Schedule` from arrays (TRs projected onto the budget)."""
         fa = np.clip(np.asarray(flip_angle_deg, dtype=np.float64), self.fa_min_deg, self.fa_max_deg)
-        return Schedule(name, [round(float(a), _DECIMALS) for a in fa],
-                        [round(float(t), _DECIMALS) for t in self.project(tr_ms)],
+        return Schedule(name, tuple(round(float(a), _DECIMALS) for a in fa),
+                        tuple(round(float(t), _DECIMALS) for t in self.project(tr_ms)),
                         self.te_ms, self.ti_ms, self.inversion_efficiency)
 
 
@@ -153,11 +153,11 @@ def _descend(c: DesignConstraints, fa0: np.ndarray, tr0: np.ndarray, steps: int,
         if over.item() == 0.0 and cost.item() < best[0]:
             best = (cost.item(), fa.detach().numpy().copy(), tr.detach().numpy().copy())
     with torch.no_grad():
-        fa = (c.fa_min_deg + fa_span * torch.sigmoid(a)).numpy()
-        tr = (c.tr_min_ms + tr_span * torch.sigmoid(b)).numpy()
-    final = crb_cost(c.schedule(fa, tr, "tmp"))
+        fa_end = (c.fa_min_deg + fa_span * torch.sigmoid(a)).numpy()
+        tr_end = (c.tr_min_ms + tr_span * torch.sigmoid(b)).numpy()
+    final = crb_cost(c.schedule(fa_end, tr_end, "tmp"))
     if final <= best[0]:
-        return fa, tr
+        return fa_end, tr_end
     return best[1], best[2]
 
 
