@@ -4,6 +4,7 @@
     drone crb [--schedule S.json]                 # Cramér–Rao bounds for WM/GM/CSF
     drone design-schedule --out S.json            # CRB-optimal schedule design
     drone train --out runs/x                      # train a network (paper defaults)
+    drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5
     drone demo                                    # what the shipped pieces do, end to end
 
 Logs and progress go to stderr; results to stdout or files.
@@ -91,6 +92,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from drone_training import train as training
 
     return training.run(args)
+
+
+def _cmd_simulate_scan(args: argparse.Namespace) -> int:
+    from drone_gadgets import scan
+
+    return scan.run(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -194,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_arguments(t)
     t.set_defaults(func=_cmd_train)
+
+    from drone_gadgets.scan import add_arguments as add_scan_arguments
+
+    ss = sub.add_parser("simulate-scan", help="simulate a phantom MRF scan as an ISMRMRD .h5 file, with its true maps",
+                        description="Brain (MNI152) or ISMRM/NIST phantom → EPG frames (+ noise) → ISMRMRD .h5 "
+                                    "for replay or Gadgetron.")
+    add_scan_arguments(ss)
+    ss.set_defaults(func=_cmd_simulate_scan)
 
     d = sub.add_parser("demo", help="run the shipped pieces end to end on simulated data",
                        description="Default schedule → paper dictionary → noisy tissue fingerprints → "

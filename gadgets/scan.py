@@ -1,0 +1,500 @@
+"""Simulated MRF scans as ISMRMRD ``.h5`` files — what our gadget receives from Gadgetron, on disk.
+
+:func:`write_scan` writes image frames ``(N, z, y, x)`` (magnitudes or complex) with a complete
+ISMRMRD header whose ``sequenceParameters`` hold the schedule; :func:`write_phantom_scan`
+simulates a :class:`drone_core.phantoms.Phantom` first and adds its true maps. The command
+``drone simulate-scan`` (:func:`add_arguments`, :func:`run`) does the latter from the shell.
+
+File layout (``ismrmrd.Dataset``'s standard ``/<group>/<var>/{header,attributes,data}``)
+---------------------------------------------------------------------------------------
+``/<group>/xml``
+    The ISMRMRD header (valid against ``ismrmrd.xsd``): ``experimentalConditions``
+    (H1 resonance frequency of the field strength, 1.5 T by default), one ``encoding`` (encoded and
+    recon space: matrix ``x × y × 1``, field of view ``x × y × slice thickness`` mm; trajectory
+    ``cartesian``; ``encodingLimits`` with ``slice`` 0…z−1 and the frame counter — ``repetition``
+    by default — 0…N−1), ``sequenceParameters`` (``TR`` and ``flipAngle_deg``: N values each,
+    ``TE`` and ``TI``: one each, so that :mod:`drone_gadgets.header` reads back the same schedule,
+    digest and all), ``measurementInformation``/``acquisitionSystemInformation`` naming the
+    simulation, and ``userParameters``: strings ``DRONE_schedule`` (the schedule JSON, inversion
+    efficiency included, which the standard lists cannot carry), ``DRONE_schedule_digest`` and
+    ``DRONE_description``.
+``/<group>/image_1``
+    The frames: one image per (slice, frame), slice-major (slice 0's N frames, then slice 1's …),
+    each ``(1, 1, y, x)`` — float32 MAGNITUDE images for real input, complex64 COMPLEX images for
+    complex input — with ``image_series_index`` 1, ``image_index`` = running number from 1,
+    ``slice`` = z and the frame counter = frame index, and the geometry of its slice (below).
+``/<group>_truth/xml`` and ``/<group>_truth/{t1,t2,m0,labels}``
+    Only when truth maps are given: the same header, and one float32 image per slice and map
+    (``slice`` = z, ``image_index`` = z + 1) with the slice's geometry; ``image_series_index`` 100,
+    101, 102 for T1 (ms), T2 (ms) and M0 — the series our gadget gives its maps by default — and
+    103 for the label map. Meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``, ``LABELS``) and ``Units``;
+    the labels image carries the tissue table as JSON in ``DRONE_Tissues``.
+
+Geometry (ISMRMRD/DICOM patient coordinates, LPS, mm): axial slices, ``read_dir`` (1, 0, 0) —
+columns run to the patient's left —, ``phase_dir`` (0, 1, 0) — rows run posterior —,
+``slice_dir`` (0, 0, 1); ``position`` (0, 0, slice position) is the centre of the slice;
+``field_of_view`` (FOV x, FOV y, slice thickness). Phantom arrays ``(y, x)`` are displayed with
+row 0 at the top, so this is the radiological view.
+
+ismrmrd and the drone_core simulation are imported inside the functions, so that building the
+command line parser costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from drone_core.schedule import Schedule
+
+from .settings import FRAME_COUNTER_FIELDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ismrmrd
+
+    from drone_core.phantoms import Phantom
+
+__all__ = [
+    "ScanInfo",
+    "header_xml",
+    "write_scan",
+    "write_phantom_scan",
+    "read_scan",
+    "read_truth",
+    "add_arguments",
+    "run",
+    "FRAMES_VAR",
+    "TRUTH_SUFFIX",
+    "TRUTH_SERIES",
+    "FRAME_SERIES_INDEX",
+    "GYROMAGNETIC_RATIO_HZ_PER_T",
+]
+
+#: The ISMRMRD namespace of the header.
+ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
+#: Variable (image group) holding the frames: ``/<group>/image_1``.
+FRAMES_VAR = "image_1"
+#: ``image_series_index`` of the frames.
+FRAME_SERIES_INDEX = 1
+#: Suffix of the group holding the true maps.
+TRUTH_SUFFIX = "_truth"
+#: Truth variable → (``image_series_index``, ``DRONE_Map``, units).
+TRUTH_SERIES: dict[str, tuple[int, str, str]] = {
+    "t1": (100, "T1", "ms"),
+    "t2": (101, "T2", "ms"),
+    "m0": (102, "M0", "a.u."),
+    "labels": (103, "LABELS", "label"),
+}
+#: ¹H gyromagnetic ratio γ/2π, Hz/T (CODATA 2018: 42.577 478 518 MHz/T).
+GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478518e6
+_IMTYPE_COMPLEX = 5
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """What :func:`write_scan` wrote.
+
+    Attributes:
+        path: the file.
+        group: the dataset group of the frames; the truth (if any) is in ``group + "_truth"``.
+        n_frames, n_slices: N and z.
+        matrix: ``(y, x)``.
+        n_images: frame images written (N·z).
+        truth: the truth variables written (empty when none).
+        schedule_digest: :meth:`Schedule.digest` of the schedule in the header.
+    """
+
+    path: Path
+    group: str
+    n_frames: int
+    n_slices: int
+    matrix: tuple[int, int]
+    n_images: int
+    truth: tuple[str, ...]
+    schedule_digest: str
+
+
+# --------------------------------------------------------------------------- the header
+def _sub(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:
+    node = ET.SubElement(parent, f"{{{ISMRMRD_NS}}}{tag}")
+    if text is not None:
+        node.text = text if isinstance(text, str) else repr(float(text)) if isinstance(text, float) else str(text)
+    return node
+
+
+def _xyz(parent: ET.Element, tag: str, values: Sequence[Any]) -> None:
+    node = _sub(parent, tag)
+    for axis, value in zip("xyz", values, strict=True):
+        _sub(node, axis, value)
+
+
+def header_xml(schedule: Schedule, *, matrix: tuple[int, int], n_slices: int, fov_mm: tuple[float, float],
+               slice_thickness_mm: float, frame_counter: str = "repetition", field_strength_t: float = 1.5,
+               description: str = "") -> str:
+    """The ISMRMRD header XML of a scan (see the module docstring for what it holds).
+
+    Args:
+        schedule: written to ``sequenceParameters`` (and in full to ``userParameters``).
+        matrix: ``(y, x)``.
+        n_slices: z.
+        fov_mm: ``(y, x)`` field of view, mm.
+        slice_thickness_mm: mm.
+        frame_counter: the ImageHeader counter numbering the frames (its encoding limit is 0…N−1).
+        field_strength_t: B0, tesla (H1 resonance frequency = γ/2π · B0).
+        description: free text stored as ``DRONE_description`` and ``seriesDescription``.
+    """
+    if frame_counter not in FRAME_COUNTER_FIELDS:
+        raise ValueError(f"frame_counter: expected one of {FRAME_COUNTER_FIELDS}, got {frame_counter!r}")
+    if not (isinstance(field_strength_t, (int, float)) and math.isfinite(field_strength_t) and field_strength_t > 0):
+        raise ValueError(f"field_strength_t: expected > 0 T, got {field_strength_t!r}")
+    ET.register_namespace("", ISMRMRD_NS)
+    root = ET.Element(f"{{{ISMRMRD_NS}}}ismrmrdHeader")
+    mi = _sub(root, "measurementInformation")
+    _sub(mi, "patientPosition", "HFS")
+    _sub(mi, "protocolName", "DRONE simulated MRF")
+    _sub(mi, "sequenceName", "MRF EPI (simulated, EPG signal model)")
+    _sub(mi, "seriesDescription", description or f"DRONE simulated MRF, schedule {schedule.name}")
+    asi = _sub(root, "acquisitionSystemInformation")
+    _sub(asi, "systemVendor", "DRONE simulation")
+    _sub(asi, "systemModel", "drone_gadgets.scan")
+    _sub(asi, "systemFieldStrength_T", float(field_strength_t))
+    _sub(asi, "receiverChannels", 1)
+    ec = _sub(root, "experimentalConditions")
+    _sub(ec, "H1resonanceFrequency_Hz", int(round(GYROMAGNETIC_RATIO_HZ_PER_T * field_strength_t)))
+    enc = _sub(root, "encoding")
+    ny, nx = matrix
+    for space in ("encodedSpace", "reconSpace"):
+        node = _sub(enc, space)
+        _xyz(node, "matrixSize", (int(nx), int(ny), 1))
+        _xyz(node, "fieldOfView_mm", (float(fov_mm[1]), float(fov_mm[0]), float(slice_thickness_mm)))
+    limits = _sub(enc, "encodingLimits")
+    ranges = {"slice": n_slices, frame_counter: schedule.n_frames}
+    for name in ("average", "slice", "contrast", "phase", "repetition", "set"):  # the XSD's order
+        if name in ranges:
+            node = _sub(limits, name)
+            _sub(node, "minimum", 0)
+            _sub(node, "maximum", ranges[name] - 1)
+            _sub(node, "center", 0)
+    _sub(enc, "trajectory", "cartesian")
+    seq = _sub(root, "sequenceParameters")
+    for value in schedule.tr_ms:
+        _sub(seq, "TR", float(value))
+    _sub(seq, "TE", float(schedule.te_ms))
+    _sub(seq, "TI", float(schedule.ti_ms))
+    for value in schedule.flip_angle_deg:
+        _sub(seq, "flipAngle_deg", float(value))
+    _sub(seq, "sequence_type", "MRF")
+    up = _sub(root, "userParameters")
+    for name, text in (("DRONE_schedule", json.dumps(schedule.to_dict(), separators=(",", ":"))),
+                       ("DRONE_schedule_digest", schedule.digest()),
+                       ("DRONE_description", description or "simulated MRF frames")):
+        node = _sub(up, "userParameterString")
+        _sub(node, "name", name)
+        _sub(node, "value", text)
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+# --------------------------------------------------------------------------- images
+def _geometry_header(*, slice_: int, position_mm: float, matrix: tuple[int, int], fov_mm: tuple[float, float],
+                     slice_thickness_mm: float) -> "ismrmrd.ImageHeader":
+    import ismrmrd
+
+    h = ismrmrd.ImageHeader()
+    h.version = 1
+    h.channels = 1
+    ny, nx = matrix
+    h.matrix_size[0], h.matrix_size[1], h.matrix_size[2] = nx, ny, 1
+    h.field_of_view[0], h.field_of_view[1], h.field_of_view[2] = fov_mm[1], fov_mm[0], slice_thickness_mm
+    h.position[0], h.position[1], h.position[2] = 0.0, 0.0, position_mm
+    h.read_dir[0], h.read_dir[1], h.read_dir[2] = 1.0, 0.0, 0.0
+    h.phase_dir[0], h.phase_dir[1], h.phase_dir[2] = 0.0, 1.0, 0.0
+    h.slice_dir[0], h.slice_dir[1], h.slice_dir[2] = 0.0, 0.0, 1.0
+    h.slice = slice_
+    return h
+
+
+def _complex_image(data: np.ndarray, header: "ismrmrd.ImageHeader", *, image_series_index: int, image_index: int,
+                   meta: Mapping[str, str]) -> "ismrmrd.Image":
+    """A complex64 COMPLEX image (same construction as :func:`drone_gadgets.conversion.make_image`)."""
+    import ismrmrd
+
+    from .conversion import copy_header
+
+    arr4 = np.ascontiguousarray(np.asarray(data)[None, None], dtype=np.complex64)  # (1, 1, y, x)
+    head = copy_header(header)
+    head.image_type = _IMTYPE_COMPLEX
+    head.image_series_index = int(image_series_index)
+    head.image_index = int(image_index)
+    image = ismrmrd.Image(head=head, data=arr4)
+    m = ismrmrd.Meta()
+    for key, value in meta.items():
+        m[str(key)] = str(value)
+    image.meta = m
+    return image
+
+
+def _as_frames(frames: Any, n_frames: int) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or 0 in arr.shape:
+        raise ValueError(f"frames: expected shape (N, z, y, x) or (N, y, x), got {arr.shape}")
+    if arr.shape[0] != n_frames:
+        raise ValueError(f"frames: expected {n_frames} frames (the schedule's N), got {arr.shape[0]}")
+    if arr.dtype.kind not in "fciu":
+        raise TypeError(f"frames: expected real or complex numbers, got {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"frames: {int((~np.isfinite(arr)).sum())} non-finite values")
+    return arr
+
+
+def _truth_arrays(truth: Mapping[str, Any] | None, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    if truth is None:
+        return {}
+    if not isinstance(truth, Mapping):
+        raise TypeError(f"truth: expected a dict of maps or None, got {type(truth).__name__}")
+    out = {}
+    for key, value in truth.items():
+        if key not in TRUTH_SERIES:
+            raise ValueError(f"truth: unknown map {key!r}; expected keys among {list(TRUTH_SERIES)}")
+        arr = np.asarray(value)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.shape != shape or arr.dtype.kind not in "fiu" or not np.isfinite(arr).all():
+            raise ValueError(f"truth[{key!r}]: expected finite real values of shape {shape} (z, y, x) like the "
+                             f"frames, got {arr.dtype} {arr.shape}")
+        out[key] = arr.astype(np.float32)
+    return out
+
+
+def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
+               truth: Mapping[str, Any] | None = None, fov_mm: Sequence[float] = (256.0, 256.0),
+               slice_thickness_mm: float = 5.0, group: str = "dataset", frame_counter: str = "repetition",
+               slice_positions_mm: Sequence[float] | None = None, field_strength_t: float = 1.5,
+               tissues: Mapping[int, Sequence[Any]] | None = None, description: str = "",
+               overwrite: bool = False) -> ScanInfo:
+    """Write MRF frames (and optionally the true maps) as an ISMRMRD ``.h5`` file.
+
+    Args:
+        path: the file; refused if it exists unless ``overwrite`` (which replaces the whole file).
+        frames: ``(N, z, y, x)`` or ``(N, y, x)``; real (written as float32 magnitude images) or
+            complex (complex64 images), N = ``schedule.n_frames``.
+        schedule: the acquisition's schedule (into the header's ``sequenceParameters``).
+        truth: None, or maps ``{"t1", "t2", "m0", "labels"}`` (any of them), each ``(z, y, x)``.
+        fov_mm: ``(y, x)`` field of view, mm.
+        slice_thickness_mm: mm.
+        group: the dataset group (``/<group>/…``); the truth goes to ``/<group>_truth/…``.
+        frame_counter: the ImageHeader counter carrying the frame index (``repetition``, ``contrast``,
+            ``phase``, ``set`` or ``average``; the gadget's ``frame_counter`` setting must match).
+        slice_positions_mm: slice centres along ``slice_dir`` (default contiguous, centred on 0).
+        field_strength_t: B0 for the header, tesla.
+        tissues: label → ``(name, t1_ms, t2_ms, m0)``, stored with the label map (meta ``DRONE_Tissues``).
+        description: free text for the header.
+        overwrite: replace an existing file.
+
+    Returns:
+        a :class:`ScanInfo`.
+    """
+    import ismrmrd
+
+    from .conversion import make_image
+
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule: expected drone_core.schedule.Schedule, got {type(schedule).__name__}")
+    arr = _as_frames(frames, schedule.n_frames)
+    n_frames, n_slices, ny, nx = (int(n) for n in arr.shape)
+    truth_maps = _truth_arrays(truth, (n_slices, ny, nx))
+    fov = tuple(float(v) for v in fov_mm)
+    if len(fov) != 2 or not all(math.isfinite(v) and v > 0 for v in fov):
+        raise ValueError(f"fov_mm: expected two positive numbers (y, x), got {fov_mm!r}")
+    if not (isinstance(slice_thickness_mm, (int, float)) and math.isfinite(slice_thickness_mm)
+            and slice_thickness_mm > 0):
+        raise ValueError(f"slice_thickness_mm: expected > 0 mm, got {slice_thickness_mm!r}")
+    if slice_positions_mm is None:
+        positions = [(s - (n_slices - 1) / 2.0) * float(slice_thickness_mm) for s in range(n_slices)]
+    else:
+        positions = [float(v) for v in slice_positions_mm]
+        if len(positions) != n_slices or not all(math.isfinite(v) for v in positions):
+            raise ValueError(f"slice_positions_mm: expected {n_slices} finite values, got {slice_positions_mm!r}")
+    if not isinstance(group, str) or not group or "/" in group:
+        raise ValueError(f"group: expected a non-empty name without '/', got {group!r}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"path: {str(path)!r} exists (overwrite=True / --force replaces it)")
+    xml = header_xml(schedule, matrix=(ny, nx), n_slices=n_slices, fov_mm=(fov[0], fov[1]),
+                     slice_thickness_mm=float(slice_thickness_mm), frame_counter=frame_counter,
+                     field_strength_t=field_strength_t, description=description).encode("utf-8")
+    is_complex = arr.dtype.kind == "c"
+    if not is_complex:
+        arr = arr.astype(np.float32, copy=False)
+
+    def geometry(s: int) -> "ismrmrd.ImageHeader":
+        return _geometry_header(slice_=s, position_mm=positions[s], matrix=(ny, nx), fov_mm=(fov[0], fov[1]),
+                                slice_thickness_mm=float(slice_thickness_mm))
+
+    if path.exists():
+        path.unlink()  # overwrite: a fresh file (ismrmrd 1.14's Dataset can only append or create)
+    with ismrmrd.Dataset(str(path), group, create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        index = 0
+        for s in range(n_slices):
+            base = geometry(s)
+            for i in range(n_frames):
+                head = ismrmrd.ImageHeader.from_buffer_copy(base)
+                setattr(head, frame_counter, i)
+                index += 1
+                frame_meta = {"DRONE_Frame": str(i), "DataRole": "Image",
+                              "ImageComments": f"DRONE simulated MRF frame {i} of {n_frames}, slice {s}"}
+                if is_complex:
+                    image = _complex_image(arr[i, s], head, image_series_index=FRAME_SERIES_INDEX, image_index=index,
+                                           meta=frame_meta)
+                else:
+                    image = make_image(arr[i, s], head, image_series_index=FRAME_SERIES_INDEX, image_index=index,
+                                       meta=frame_meta)
+                ds.append_image(FRAMES_VAR, image)
+    if truth_maps:
+        table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
+        with ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True) as ds:
+            ds.write_xml_header(xml)
+            for key, data in truth_maps.items():
+                series, label, units = TRUTH_SERIES[key]
+                for s in range(n_slices):
+                    meta: dict[str, str] = {"DRONE_Map": label, "Units": units, "DataRole": "Quantitative",
+                                            "ImageComments": f"DRONE simulation truth: {label}"}
+                    if key == "labels" and table:
+                        meta["DRONE_Tissues"] = json.dumps(table)
+                    ds.append_image(key, make_image(data[s], geometry(s), image_series_index=series,
+                                                    image_index=s + 1, meta=meta))
+    return ScanInfo(path, group, n_frames, n_slices, (ny, nx), n_frames * n_slices, tuple(truth_maps),
+                    schedule.digest())
+
+
+def write_phantom_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: Schedule, *,
+                       noise_level: float = 0.0, seed: int | None = None, b1: Any = None, magnitude: bool = True,
+                       with_truth: bool = True, group: str = "dataset", frame_counter: str = "repetition",
+                       overwrite: bool = False) -> ScanInfo:
+    """Simulate ``phantom`` (:func:`drone_core.phantoms.simulate_frames`) and :func:`write_scan` it with
+    its geometry, its true maps and label map (unless ``with_truth`` is False) and its tissue table."""
+    from drone_core.phantoms import simulate_frames
+
+    frames = simulate_frames(phantom, schedule, noise_level, seed=seed, b1=b1, magnitude=magnitude)
+    truth = None
+    if with_truth:
+        truth = dict(phantom.maps())
+        truth["labels"] = phantom.labels
+    noise = f"{noise_level:.3g} (σ = fraction of the brightest voxel's peak), seed {seed}" if noise_level else "none"
+    description = f"{phantom.name}; schedule {schedule.name!r}; noise {noise}"
+    if b1 is not None and np.ndim(b1) == 0:
+        description += f"; B1 {float(b1):g}"
+    return write_scan(path, frames, schedule, truth=truth, fov_mm=phantom.fov_mm,
+                      slice_thickness_mm=phantom.slice_thickness_mm, group=group, frame_counter=frame_counter,
+                      slice_positions_mm=phantom.slice_positions_mm,
+                      tissues={k: tuple(t) for k, t in phantom.tissues.items()}, description=description,
+                      overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------- reading back
+def _open_for_reading(path: str | os.PathLike[str], group: str) -> "ismrmrd.Dataset":
+    """``ismrmrd.Dataset`` read-only where the installed version can (1.15's ``mode="r"``), else
+    read/write without creating (1.14)."""
+    import inspect
+
+    import ismrmrd
+
+    from ismrmrd.hdf5 import fileinfo
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"path: no file {str(path)!r}")
+    groups = fileinfo(str(path))
+    if group not in groups:
+        raise LookupError(f"group: {str(path)!r} has no group {group!r} (it has {groups})")
+    if "mode" in inspect.signature(ismrmrd.Dataset).parameters:
+        return ismrmrd.Dataset(str(path), group, mode="r")
+    return ismrmrd.Dataset(str(path), group, create_if_needed=False)  # pragma: no cover - ismrmrd 1.14
+
+
+def read_scan(path: str | os.PathLike[str], group: str = "dataset",
+              var: str = FRAMES_VAR) -> tuple[str, list["ismrmrd.Image"]]:
+    """``(header XML, images of /<group>/<var> in file order)``."""
+    with _open_for_reading(path, group) as ds:
+        xml = ds.read_xml_header()
+        xml = xml.decode("utf-8") if isinstance(xml, bytes) else str(xml)
+        images = [ds.read_image(var, i) for i in range(ds.number_of_images(var))]
+    return xml, images
+
+
+def read_truth(path: str | os.PathLike[str], group: str = "dataset") -> dict[str, np.ndarray]:
+    """The true maps written by :func:`write_scan`: ``{name: (z, y, x) float32}`` (by slice counter)."""
+    out: dict[str, np.ndarray] = {}
+    with _open_for_reading(path, group + TRUTH_SUFFIX) as ds:
+        for key in TRUTH_SERIES:
+            if key not in ds.list():
+                continue
+            images = [ds.read_image(key, i) for i in range(ds.number_of_images(key))]
+            images.sort(key=lambda im: int(im.getHead().slice))
+            out[key] = np.stack([np.asarray(im.data)[0, 0] for im in images]).astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``drone simulate-scan``."""
+    parser.add_argument("out", type=Path, metavar="OUT.h5", help="the ISMRMRD file to write")
+    parser.add_argument("--phantom", choices=("brain", "nist-t1", "nist-t2"), default="brain",
+                        help="brain: MNI152 WM/GM/CSF slices; nist-t1/nist-t2: the T1/T2 array of the ISMRM/NIST "
+                             "system phantom (default %(default)s)")
+    parser.add_argument("--slices", type=int, default=1, help="brain slices, 1-7 around the ventricles (NIST: 1)")
+    parser.add_argument("--values", choices=("paper", "brainweb"), default="paper",
+                        help="brain T1/T2: the DRONE paper's Table 1 or BrainWeb's 1.5 T values (default %(default)s)")
+    parser.add_argument("--spread", action="store_true",
+                        help="brain: per-voxel Gaussian T1/T2 spread with the paper's ROI sd (seeded by --seed)")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="complex Gaussian noise σ as a fraction of the brightest voxel's peak magnitude, one σ "
+                             "for the whole image (0.01 = 1 %%; default %(default)s: noise-free)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the spread (default %(default)s)")
+    parser.add_argument("--schedule", type=Path, metavar="JSON", help="schedule JSON (default: the package's)")
+    parser.add_argument("--matrix", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"),
+                        help="in-plane matrix y x over a 256 mm FOV (default 128 128)")
+    parser.add_argument("--b1", type=float, default=None, help="uniform relative B1 of the simulation (default 1)")
+    parser.add_argument("--complex", action="store_true", help="write complex frames instead of magnitudes")
+    parser.add_argument("--no-truth", action="store_true", help="leave out the /<group>_truth maps")
+    parser.add_argument("--group", default="dataset", help="dataset group in the file (default %(default)s)")
+    parser.add_argument("--frame-counter", choices=FRAME_COUNTER_FIELDS, default="repetition",
+                        help="image header counter holding the frame index (default %(default)s)")
+    parser.add_argument("--force", action="store_true", help="replace OUT.h5 if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``drone simulate-scan``: simulate the phantom, write the file, print a summary to stderr."""
+    from drone_core.phantoms import brain_phantom, nist_phantom
+    from drone_core.schedule import default_schedule
+
+    schedule = default_schedule() if args.schedule is None else Schedule.load(args.schedule)
+    if args.phantom == "brain":
+        phantom = brain_phantom(args.slices, tuple(args.matrix), args.values, spread=args.spread, seed=args.seed)
+    else:
+        if args.slices != 1:
+            raise ValueError(f"--slices: the NIST phantom has one plane; got {args.slices}")
+        if args.spread:
+            raise ValueError("--spread: only for --phantom brain")
+        phantom = nist_phantom("T1" if args.phantom == "nist-t1" else "T2", tuple(args.matrix))
+    if args.noise < 0 or not math.isfinite(args.noise):
+        raise ValueError(f"--noise: expected a fraction ≥ 0, got {args.noise}")
+    info = write_phantom_scan(args.out, phantom, schedule, noise_level=args.noise, seed=args.seed, b1=args.b1,
+                              magnitude=not args.complex, with_truth=not args.no_truth, group=args.group,
+                              frame_counter=args.frame_counter, overwrite=args.force)
+    truth = f"; truth {', '.join(info.truth)} in /{info.group}{TRUTH_SUFFIX}" if info.truth else ""
+    print(f"wrote {info.path}: {phantom.describe()}; {info.n_images} frame images ({info.n_frames} frames × "
+          f"{info.n_slices} slices, {info.matrix[0]}×{info.matrix[1]}) in /{info.group}/{FRAMES_VAR}, schedule "
+          f"{schedule.name!r} (digest {info.schedule_digest}), noise {args.noise:g}{truth}", file=sys.stderr)
+    return 0
