@@ -5,6 +5,7 @@
     drone design-schedule --out S.json            # CRB-optimal schedule design
     drone train --out runs/x                      # train a network (paper defaults)
     drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5
+    drone replay scan.h5 maps.h5 --png figs       # stream it through the gadget as Gadgetron would
     drone demo                                    # what the shipped pieces do, end to end
 
 Logs and progress go to stderr; results to stdout or files.
@@ -98,6 +99,12 @@ def _cmd_simulate_scan(args: argparse.Namespace) -> int:
     from drone_gadgets import scan
 
     return scan.run(args)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from drone_gadgets import replay
+
+    return replay.run(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -209,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "for replay or Gadgetron.")
     add_scan_arguments(ss)
     ss.set_defaults(func=_cmd_simulate_scan)
+
+    from drone_gadgets.replay import add_arguments as add_replay_arguments
+
+    r = sub.add_parser("replay", help="replay an ISMRMRD .h5 through the drone_mrf gadget as Gadgetron runs it",
+                       description="Stream IN.h5's image frames through `python -m gadgetron … drone_gadgets.gadget "
+                                   "drone_mrf` and write the T1/T2/M0 maps to OUT.h5 (/<group>/image_<series>), "
+                                   "optionally PNG/NIfTI.")
+    add_replay_arguments(r)
+    r.set_defaults(func=_cmd_replay)
 
     d = sub.add_parser("demo", help="run the shipped pieces end to end on simulated data",
                        description="Default schedule → paper dictionary → noisy tissue fingerprints → "

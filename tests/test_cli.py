@@ -13,7 +13,7 @@ from drone_core.dictionary import Dictionary
 from drone_core.epg import simulate
 from drone_core.schedule import Schedule
 
-SUBCOMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "demo")
+SUBCOMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "replay", "demo")
 
 
 @pytest.fixture()
