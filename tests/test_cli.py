@@ -13,7 +13,7 @@ from drone_core.dictionary import Dictionary
 from drone_core.epg import simulate
 from drone_core.schedule import Schedule
 
-SUBCOMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "replay", "demo")
+SUBCOMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "replay", "compare", "demo")
 
 
 @pytest.fixture()
@@ -66,3 +66,17 @@ def test_bad_schedule_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Captu
 def test_parser_requires_a_command() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args([])
+
+
+def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`drone demo` (= make demo): brain scan → gadget over loopback → maps within a few % of the truth."""
+    assert main(["demo", "--out", str(tmp_path), "--slices", "1", "--noise", "0.01"]) == 0
+    out = capsys.readouterr().out
+    for name in ("brain_scan.h5", "brain_maps.h5", "panel_slice0.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().split()[:1] in (["WM"], ["GM"])}
+    for tissue, (t1, t2) in {"WM": (663, 83), "GM": (1110, 96)}.items():
+        cols = rows[tissue]
+        mean_t1, mean_t2 = float(cols[3]), float(cols[7])
+        # 1 % noise: the tissue means are within 1 % (T1) and 2 % (T2) of the truth (demo prints ±sd, RMSE).
+        assert abs(mean_t1 - t1) < 0.01 * t1 and abs(mean_t2 - t2) < 0.02 * t2, cols
