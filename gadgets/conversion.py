@@ -48,7 +48,9 @@ __all__ = [
 #: Bytes of an ``ImageHeader`` on the wire.
 IMAGE_HEADER_SIZE = ctypes.sizeof(ismrmrd.ImageHeader)
 _IMTYPE_MAGNITUDE = 1
+_IMTYPE_COMPLEX = 5
 _DATATYPE_FLOAT = 5
+_DATATYPE_CXFLOAT = 7
 
 
 def copy_header(header: ismrmrd.ImageHeader) -> ismrmrd.ImageHeader:
@@ -129,31 +131,34 @@ def image_array_frames(array: Any) -> Iterator[tuple[ismrmrd.ImageHeader, np.nda
 
 def make_image(data: np.ndarray, header: ismrmrd.ImageHeader, *, image_series_index: int, image_index: int,
                meta: Mapping[str, str | Sequence[str]]) -> ismrmrd.Image:
-    """A float32 magnitude ``ismrmrd.Image`` with the geometry and counters of ``header``.
+    """A float32 magnitude (or complex64 complex) ``ismrmrd.Image`` with the geometry and counters of ``header``.
 
     Args:
-        data: ``(z, y, x)`` or ``(y, x)`` real values (converted to float32).
+        data: ``(z, y, x)`` or ``(y, x)`` real values (converted to float32) or complex values
+            (converted to complex64; the image is then of type COMPLEX).
         header: the header to copy (position, directions, field of view, counters, time stamps …);
             not modified.
         image_series_index, image_index: set on the copy.
         meta: meta attributes (strings or lists of strings).
 
     Returns:
-        an image with ``data_type`` FLOAT, one channel, ``image_type`` MAGNITUDE and
-        ``matrix_size`` = ``(x, y, z)`` of ``data``.
+        an image with ``data_type`` FLOAT (CXFLOAT), one channel, ``image_type`` MAGNITUDE (COMPLEX)
+        and ``matrix_size`` = ``(x, y, z)`` of ``data``.
     """
     arr = np.asarray(data)
     if arr.ndim == 2:
         arr = arr[None]
-    if arr.ndim != 3 or arr.dtype.kind not in "uif":
-        raise TypeError(f"data: expected a real (z, y, x) or (y, x) array, got {arr.dtype} {arr.shape}")
-    arr4 = np.ascontiguousarray(arr[None], dtype=np.float32)  # exact dtype/layout: no copy inside ismrmrd
+    if arr.ndim != 3 or arr.dtype.kind not in "uifc":
+        raise TypeError(f"data: expected a real or complex (z, y, x) or (y, x) array, got {arr.dtype} {arr.shape}")
+    is_complex = arr.dtype.kind == "c"
+    # exact dtype/layout: no copy inside ismrmrd
+    arr4 = np.ascontiguousarray(arr[None], dtype=np.complex64 if is_complex else np.float32)
     head = copy_header(header)
-    head.data_type = _DATATYPE_FLOAT
+    head.data_type = _DATATYPE_CXFLOAT if is_complex else _DATATYPE_FLOAT
     head.channels = 1
     z, y, x = (int(n) for n in arr.shape)
     head.matrix_size[0], head.matrix_size[1], head.matrix_size[2] = x, y, z
-    head.image_type = _IMTYPE_MAGNITUDE
+    head.image_type = _IMTYPE_COMPLEX if is_complex else _IMTYPE_MAGNITUDE
     head.image_series_index = int(image_series_index)
     head.image_index = int(image_index)
     image = ismrmrd.Image(head=head, data=arr4)

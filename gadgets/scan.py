@@ -96,7 +96,6 @@ TRUTH_SERIES: dict[str, tuple[int, str, str]] = {
 }
 #: ¹H gyromagnetic ratio γ/2π, Hz/T (CODATA 2018: 42.577 478 518 MHz/T).
 GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478518e6
-_IMTYPE_COMPLEX = 5
 
 
 @dataclass(frozen=True)
@@ -223,26 +222,6 @@ def _geometry_header(*, slice_: int, position_mm: float, matrix: tuple[int, int]
     return h
 
 
-def _complex_image(data: np.ndarray, header: "ismrmrd.ImageHeader", *, image_series_index: int, image_index: int,
-                   meta: Mapping[str, str]) -> "ismrmrd.Image":
-    """A complex64 COMPLEX image (same construction as :func:`drone_gadgets.conversion.make_image`)."""
-    import ismrmrd
-
-    from .conversion import copy_header
-
-    arr4 = np.ascontiguousarray(np.asarray(data)[None, None], dtype=np.complex64)  # (1, 1, y, x)
-    head = copy_header(header)
-    head.image_type = _IMTYPE_COMPLEX
-    head.image_series_index = int(image_series_index)
-    head.image_index = int(image_index)
-    image = ismrmrd.Image(head=head, data=arr4)
-    m = ismrmrd.Meta()
-    for key, value in meta.items():
-        m[str(key)] = str(value)
-    image.meta = m
-    return image
-
-
 def _as_frames(frames: Any, n_frames: int) -> np.ndarray:
     arr = np.asarray(frames)
     if arr.ndim == 3:
@@ -334,8 +313,7 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
     xml = header_xml(schedule, matrix=(ny, nx), n_slices=n_slices, fov_mm=(fov[0], fov[1]),
                      slice_thickness_mm=float(slice_thickness_mm), frame_counter=frame_counter,
                      field_strength_t=field_strength_t, description=description).encode("utf-8")
-    is_complex = arr.dtype.kind == "c"
-    if not is_complex:
+    if arr.dtype.kind != "c":
         arr = arr.astype(np.float32, copy=False)
 
     def geometry(s: int) -> "ismrmrd.ImageHeader":
@@ -355,12 +333,8 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
                 index += 1
                 frame_meta = {"DRONE_Frame": str(i), "DataRole": "Image",
                               "ImageComments": f"DRONE simulated MRF frame {i} of {n_frames}, slice {s}"}
-                if is_complex:
-                    image = _complex_image(arr[i, s], head, image_series_index=FRAME_SERIES_INDEX, image_index=index,
-                                           meta=frame_meta)
-                else:
-                    image = make_image(arr[i, s], head, image_series_index=FRAME_SERIES_INDEX, image_index=index,
-                                       meta=frame_meta)
+                image = make_image(arr[i, s], head, image_series_index=FRAME_SERIES_INDEX, image_index=index,
+                                   meta=frame_meta)
                 ds.append_image(FRAMES_VAR, image)
     if truth_maps:
         table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
