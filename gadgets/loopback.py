@@ -38,13 +38,15 @@ import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping
 from xml.sax.saxutils import escape
 
 import ismrmrd
 import numpy as np
+
+from .protocol import _MAX_ATTRIBUTE_BYTES, _WIRE_DTYPES, read_image
 
 __all__ = [
     "CONFIG", "HEADER", "CLOSE", "ERROR", "IMAGE", "IMAGE_ARRAY", "WAVEFORM", "ACQUISITION",
@@ -86,12 +88,6 @@ _U16, _U32, _U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
 _IMAGE_HEADER_SIZE = ctypes.sizeof(ismrmrd.ImageHeader)
 _ACQ_HEADER_SIZE = ctypes.sizeof(ismrmrd.AcquisitionHeader)
 _WAVEFORM_HEADER_SIZE = ctypes.sizeof(ismrmrd.WaveformHeader)
-#: ISMRMRD data_type → pixel dtype on the wire (DATATYPE_INT is int32 there).
-_WIRE_DTYPES: dict[int, np.dtype[Any]] = {
-    1: np.dtype("<u2"), 2: np.dtype("<i2"), 3: np.dtype("<u4"), 4: np.dtype("<i4"),
-    5: np.dtype("<f4"), 6: np.dtype("<f8"), 7: np.dtype("<c8"), 8: np.dtype("<c16")}
-_MAX_ATTRIBUTE_BYTES = 1 << 28
-_MAX_IMAGE_BYTES = 1 << 34
 
 
 # =========================================================================== errors
@@ -241,31 +237,6 @@ class _EndOfStream(Exception):
 
 class _Stopped(Exception):
     pass
-
-
-def _image_from_wire(src: Callable[[int], bytes]) -> ismrmrd.Image:
-    header = ismrmrd.ImageHeader.from_buffer_copy(src(_IMAGE_HEADER_SIZE))
-    (n_attr,) = _U64.unpack(src(8))
-    if n_attr > _MAX_ATTRIBUTE_BYTES:
-        raise ValueError(f"image meta attributes of {n_attr} bytes")
-    attributes = src(n_attr).rstrip(b"\x00").decode("utf-8", errors="replace")
-    dtype = _WIRE_DTYPES.get(int(header.data_type))
-    if dtype is None:
-        raise ValueError(f"image with unknown data_type {header.data_type}")
-    x, y, z = (int(v) for v in header.matrix_size)
-    shape = (int(header.channels), z, y, x)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    if nbytes > _MAX_IMAGE_BYTES:
-        raise ValueError(f"image of {shape} {dtype} pixels")
-    data = np.frombuffer(src(nbytes), dtype=dtype).reshape(shape)
-    native = np.dtype("int") if int(header.data_type) == 4 else dtype.newbyteorder("=")  # ismrmrd's INT dtype
-    image = ismrmrd.Image(head=header, data=np.ascontiguousarray(data, dtype=native))
-    if attributes:
-        try:
-            image.attribute_string = attributes
-        except (ET.ParseError, AssertionError) as exc:
-            log.warning("ignoring malformed meta attributes of a returned image (%s)", exc)
-    return image
 
 
 # =========================================================================== process pipes
@@ -476,7 +447,7 @@ class Loopback:
                 raise ValueError(f"ERROR message of {n} bytes")
             return ERROR, src(n).decode("utf-8", errors="replace")
         if mid == IMAGE:
-            return IMAGE, _image_from_wire(src)
+            return IMAGE, read_image(SimpleNamespace(read=src))  # the gadget's own decoder
         if mid == WAVEFORM:
             hb = src(_WAVEFORM_HEADER_SIZE)
             h = ismrmrd.WaveformHeader.from_buffer_copy(hb)
