@@ -99,7 +99,7 @@ def test_ddp_two_cpu_processes_match_single_process(small_dictionary: Dictionary
     small_dictionary.save(dict_path)
     common = ["--dictionary", str(dict_path), "--epochs", "3", "--batch-size", "64", "--noise", "0",
               "--hidden", "16", "--device", "cpu", "--quiet", "--seed", "5"]
-    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "drone_training.train", "--out", str(tmp_path / "ddp"), *common], tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = _run([sys.executable, "-m", "drone_training.train", "--out", str(tmp_path / "one"), *common], tmp_path)
