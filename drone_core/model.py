@@ -57,6 +57,8 @@ FILE_KIND = "drone-model"
 FORMAT_VERSION = 1
 _META_KEY = "drone_model"
 
+#: How T1/T2 map to the sigmoid outputs (see :class:`DroneModel`).
+TARGET_TRANSFORMS = ("linear", "log")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -204,6 +206,8 @@ class DroneModel:
         network: the :class:`DroneMLP`.
         schedule: the schedule it was trained for; signals of another schedule are refused.
         t1_range_ms, t2_range_ms: ``(low, high)`` of the sigmoid output mapping, ms.
+        target_transform: ``"linear"`` (the paper: y = (T − low)/(high − low)) or ``"log"``
+            (y = (ln T − ln low)/(ln high − ln low): equal relative precision over the range).
         training: facts about training (epochs, noise, data, time, hardware, metrics …).
         version: package version that wrote the model.
     """
@@ -214,6 +218,7 @@ class DroneModel:
     t2_range_ms: tuple[float, float]
     training: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
+    target_transform: str = "linear"
 
     def __post_init__(self) -> None:
         if self.network.n_frames != self.schedule.n_frames:
@@ -222,6 +227,11 @@ class DroneModel:
         for name, (lo, hi) in (("t1_range_ms", self.t1_range_ms), ("t2_range_ms", self.t2_range_ms)):
             if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
                 raise ValueError(f"{name}: expected 0 ≤ low < high, got ({lo}, {hi})")
+        if self.target_transform not in TARGET_TRANSFORMS:
+            raise ValueError(f"target_transform: expected one of {TARGET_TRANSFORMS}, got {self.target_transform!r}")
+        if self.target_transform == "log" and min(self.t1_range_ms[0], self.t2_range_ms[0]) <= 0:
+            raise ValueError("t1_range_ms, t2_range_ms: a log target transform needs ranges with low > 0, got "
+                             f"{self.t1_range_ms}, {self.t2_range_ms}")
         self.t1_range_ms = (float(self.t1_range_ms[0]), float(self.t1_range_ms[1]))
         self.t2_range_ms = (float(self.t2_range_ms[0]), float(self.t2_range_ms[1]))
         self._fast: dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -243,14 +253,19 @@ class DroneModel:
 
     def targets_to_unit(self, t1_ms: torch.Tensor, t2_ms: torch.Tensor) -> torch.Tensor:
         """``(n,), (n,)`` ms → ``(n, 2)`` normalised targets in [0, 1] (training side)."""
-        lo1, hi1 = self.t1_range_ms
-        lo2, hi2 = self.t2_range_ms
+        if self.target_transform == "log":
+            (lo1, hi1), (lo2, hi2) = (tuple(math.log(v) for v in r) for r in (self.t1_range_ms, self.t2_range_ms))
+            t1_ms, t2_ms = torch.log(t1_ms), torch.log(t2_ms)
+        else:
+            (lo1, hi1), (lo2, hi2) = self.t1_range_ms, self.t2_range_ms
         return torch.stack([(t1_ms - lo1) / (hi1 - lo1), (t2_ms - lo2) / (hi2 - lo2)], dim=1)
 
     def unit_to_ms(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n, 2)`` network output in [0, 1] → T1, T2 in ms."""
-        lo1, hi1 = self.t1_range_ms
-        lo2, hi2 = self.t2_range_ms
+        if self.target_transform == "log":
+            (lo1, hi1), (lo2, hi2) = (tuple(math.log(v) for v in r) for r in (self.t1_range_ms, self.t2_range_ms))
+            return torch.exp(lo1 + (hi1 - lo1) * y[:, 0]), torch.exp(lo2 + (hi2 - lo2) * y[:, 1])
+        (lo1, hi1), (lo2, hi2) = self.t1_range_ms, self.t2_range_ms
         return lo1 + (hi1 - lo1) * y[:, 0], lo2 + (hi2 - lo2) * y[:, 1]
 
     def check_schedule(self, schedule: Schedule, source: str = "the data") -> None:
@@ -347,7 +362,7 @@ class DroneModel:
             "t1_range_ms": list(self.t1_range_ms),
             "t2_range_ms": list(self.t2_range_ms),
             "input": {"magnitude": True, "norm": "l2", "scale": "sqrt(n_frames)"},
-            "target": {"transform": "linear", "order": ["t1_ms", "t2_ms"]},
+            "target": {"transform": self.target_transform, "order": ["t1_ms", "t2_ms"]},
             "architecture": self.network.architecture(),
             "training": self.training,
         }
@@ -407,7 +422,8 @@ class DroneModel:
         except RuntimeError as exc:
             raise ValueError(f"{p}: weights do not fit the recorded architecture ({exc})") from exc
         model = cls(network, schedule, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]),
-                    meta.get("training", {}), meta.get("drone_version", "unknown"))
+                    meta.get("training", {}), meta.get("drone_version", "unknown"),
+                    meta.get("target", {}).get("transform", "linear"))
         return model.to(device)
 
 

@@ -227,3 +227,23 @@ def test_predict_on_cuda_matches_cpu(model: DroneModel, signals: np.ndarray) -> 
     cpu = model.predict(signals)
     gpu = model.to("cuda").predict(signals)
     np.testing.assert_allclose(gpu[0], cpu[0], atol=FAST_PATH_ATOL_MS)
+
+
+def test_log_target_transform_round_trip(schedule: Schedule, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    m = DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (10.0, 5000.0), (2.0, 2000.0), target_transform="log")
+    t1 = torch.tensor([10.0, 100.0, 5000.0], dtype=torch.float64)
+    t2 = torch.tensor([2.0, 63.245553203367585, 2000.0], dtype=torch.float64)  # √(2·2000): the log midpoint
+    y = m.targets_to_unit(t1, t2)
+    np.testing.assert_allclose(y[:, 1].numpy(), [0.0, 0.5, 1.0], atol=1e-9)
+    back = m.unit_to_ms(y)
+    np.testing.assert_allclose(back[0].numpy(), t1.numpy(), rtol=1e-12)
+    m.save(tmp_path / "log.safetensors")
+    loaded = DroneModel.load(tmp_path / "log.safetensors")
+    assert loaded.target_transform == "log"
+    x = np.abs(simulate(schedule, [900.0, 1500.0], [80.0, 120.0]))
+    np.testing.assert_array_equal(loaded.predict(x)[0], m.predict(x)[0])
+    with pytest.raises(ValueError, match="target_transform"):
+        DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (10.0, 5000.0), (2.0, 2000.0), target_transform="sqrt")
+    with pytest.raises(ValueError, match="low > 0"):
+        DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (0.0, 5000.0), (2.0, 2000.0), target_transform="log")

@@ -66,6 +66,7 @@ class TrainConfig:
         hidden, activation: network shape (paper (300, 300), tanh).
         t1_range_ms, t2_range_ms: output ranges; None → the training data's min and max.
         threads: CPU threads per process (None: torch's default; 1 per process under DDP on CPU).
+        target_transform: ``"linear"`` (paper) or ``"log"`` targets (:class:`DroneModel`).
     """
 
     epochs: int = 1000
@@ -83,6 +84,7 @@ class TrainConfig:
     t1_range_ms: tuple[float, float] | None = None
     t2_range_ms: tuple[float, float] | None = None
     threads: int | None = None
+    target_transform: str = "linear"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -167,7 +169,7 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
     t1_range = config.t1_range_ms or (float(dictionary.t1_ms.min()), float(dictionary.t1_ms.max()))
     t2_range = config.t2_range_ms or (float(dictionary.t2_ms.min()), float(dictionary.t2_ms.max()))
     network = DroneMLP(dictionary.n_frames, config.hidden, config.activation)
-    model = DroneModel(network, dictionary.schedule, t1_range, t2_range)
+    model = DroneModel(network, dictionary.schedule, t1_range, t2_range, target_transform=config.target_transform)
     network.to(device)
 
     atoms = torch.as_tensor(dictionary.atoms, dtype=torch.complex64, device=device)
@@ -398,6 +400,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden), help="hidden layer widths")
     p.add_argument("--activation", default=d.activation)
     p.add_argument("--threads", type=int, help="CPU threads per process")
+    p.add_argument("--target-transform", choices=("linear", "log"), default=d.target_transform,
+                   help="map T1/T2 to the outputs linearly (paper) or logarithmically (equal relative precision)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -405,7 +409,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                        noise_level=args.noise, noise_mode=args.noise_mode, patience=args.patience, seed=args.seed,
                        device=args.device, hidden=tuple(args.hidden), activation=args.activation,
-                       threads=args.threads)
+                       threads=args.threads, target_transform=args.target_transform)
 
 
 def source_dictionary(args: argparse.Namespace) -> Dictionary:
