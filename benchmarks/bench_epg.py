@@ -67,6 +67,7 @@ import torch
 
 from drone_core.dictionary import Dictionary, grid, paper_grid
 from drone_core.epg import DEFAULT_CHUNK_SIZE
+from drone_core.hardware import cpu_model
 from drone_core.schedule import DEFAULT_SCHEDULE_NAME, Schedule, default_schedule
 
 #: Seed of the fallback schedule (used only while the default schedule JSON is missing).
@@ -125,17 +126,6 @@ def apply_threads(threads: int | None) -> None:
         if threads < 1:
             raise SystemExit(f"--threads: expected ≥ 1, got {threads}")
         torch.set_num_threads(threads)
-
-
-def cpu_model() -> str:
-    """The CPU's ``model name`` from /proc/cpuinfo (or platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def hardware_info() -> dict[str, Any]:

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from drone_core.dictionary import Dictionary, paper_grid
+from drone_core.hardware import cpu_model
 from drone_core.matching import DEFAULT_CPU_CHUNKS, MIN_CPU_GEMM_WIDTH, Matcher
 from drone_core.noise import add_noise
 from drone_core.schedule import default_schedule
@@ -71,17 +72,6 @@ N_SUBSET = 20_000
 #: SVD ranks of the speed part and of the accuracy part.
 SPEED_RANKS: tuple[int | None, ...] = (None, 5, 10)
 ACCURACY_RANKS: tuple[int | None, ...] = (None, 3, 5, 8, 10)
-
-
-def cpu_model() -> str:
-    """The CPU's ``model name`` from /proc/cpuinfo (or platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> list[float] | None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from ._version import __version__
 from .epg import simulate
+from .hardware import cpu_flags
 from .m0 import fit_m0
 from .schedule import Schedule
 
@@ -66,12 +67,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

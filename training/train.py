@@ -37,6 +37,7 @@ from torch import nn
 
 from drone_core import __version__
 from drone_core.dictionary import Dictionary, paper_grid
+from drone_core.hardware import cpu_model
 from drone_core.metrics import summary as metric_summary
 from drone_core.model import DroneMLP, DroneModel, normalise_fingerprints
 from drone_core.noise import NoiseMode, add_noise
@@ -124,13 +125,7 @@ def _dist() -> tuple[int, int]:
 
 
 def _hardware(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info: dict[str, Any] = {"device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(),
+    info: dict[str, Any] = {"device": str(device), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                             "python": platform.python_version()}
     if device.type == "cuda":
