@@ -222,18 +222,10 @@ def test_robust_socket_ends_on_peer_close() -> None:
 def test_read_image_int32_which_ismrmrd_misreads() -> None:
     values = np.array([[[[-3, 70000, 5], [1, 2, 2 ** 31 - 1]]]], dtype=np.int32)  # (1, 1, 2, 3)
     header = frame_header(0, 0, shape=(2, 3), data_type=ismrmrd.DATATYPE_INT)
-    body = raw_image_message(header, values)[2:] + b"TRAILING"
-    pos = [0]
-
-    class Source:
-        def read(self, n: int) -> bytes:
-            out = body[pos[0]:pos[0] + n]
-            pos[0] += n
-            return out
-
-    image = read_image(Source())
+    source = io.BytesIO(raw_image_message(header, values)[2:] + b"TRAILING")
+    image = read_image(source)
     np.testing.assert_array_equal(image.data, values.astype(np.float64))
-    assert body[pos[0]:] == b"TRAILING"  # the stream stays in step
+    assert source.read() == b"TRAILING"  # the stream stays in step
 
 
 def test_messages_refuse_unknown_id_and_send_is_atomic() -> None:
@@ -336,18 +328,11 @@ def test_adopted_connection_writes_image_arrays_safely() -> None:
     while chunk := ours.recv(1 << 16):
         received += chunk
     assert struct.unpack("<H", received[:2])[0] == 1024
-    pos = [2]
-
-    class Source:
-        def read(self, n: int) -> bytes:
-            out = received[pos[0]:pos[0] + n]
-            pos[0] += n
-            return out
-
-    back = read_image_array(Source())
+    source = io.BytesIO(received[2:])
+    back = read_image_array(source)
     np.testing.assert_array_equal(back.data, data.astype(np.complex64))
     assert [h.repetition for h in back.headers.ravel(order="F")] == [0, 1]
-    assert received[pos[0]:] == struct.pack("<H", 4)  # then CLOSE
+    assert source.read() == struct.pack("<H", 4)  # then CLOSE
     ours.close()
     if int(np.__version__.split(".")[0]) >= 2:  # the defect being worked around
         with pytest.raises(ValueError):
