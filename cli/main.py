@@ -6,6 +6,8 @@
     drone train --out runs/x                      # train a network (paper defaults)
     drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5
     drone replay scan.h5 maps.h5 --png figs       # stream it through the gadget as Gadgetron would
+    drone serve --port 9002                       # a standing server for ISMRMRD stream clients
+    drone send scan.h5 maps.h5 --port 9002        # its client
     drone compare                                 # DRONE vs matching vs the Cramér–Rao bound
     drone demo                                    # brain scan → gadget → maps, end to end
 
@@ -106,6 +108,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from drone_gadgets import replay
 
     return replay.run(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from drone_gadgets import server
+
+    return server.run(args)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from drone_gadgets import client
+
+    return client.run(args)
+
+
+def _missing_extra(command: str, exc: ImportError) -> Callable[[argparse.ArgumentParser], None]:
+    """Arguments of a subcommand whose modules cannot be imported: it then only says what to install."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.set_defaults(missing=f"drone {command} needs the 'serve' extra: pip install "
+                                    f"'drone-gadgetron[serve]' ({exc})")
+    return add
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -232,6 +255,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_arguments(r)
     r.set_defaults(func=_cmd_replay)
 
+    try:
+        from drone_gadgets.server import add_arguments as add_serve_arguments
+    except ImportError as exc:
+        add_serve_arguments = _missing_extra("serve", exc)
+    sv = sub.add_parser("serve", help="a standing reconstruction server for ISMRMRD stream clients (port 9002)",
+                        description="Serve MRD clients (drone send, python-ismrmrd-server's client, FIRE): each "
+                                    "connection's frames go through the drone_mrf gadget's stages and its T1/T2/M0 "
+                                    "maps go back. Stops cleanly on SIGTERM.")
+    add_serve_arguments(sv)
+    sv.set_defaults(func=_cmd_serve)
+
+    try:
+        from drone_gadgets.client import add_arguments as add_send_arguments
+    except ImportError as exc:
+        add_send_arguments = _missing_extra("send", exc)
+    sd = sub.add_parser("send", help="send an ISMRMRD .h5's frames to a reconstruction server, write the maps",
+                        description="The client of `drone serve`: CONFIG, HEADER, the images of IN.h5, CLOSE; the "
+                                    "maps it returns go to OUT.h5 (/<group>/image_<series>), optionally PNG/NIfTI.")
+    add_send_arguments(sd)
+    sd.set_defaults(func=_cmd_send)
+
     c2 = sub.add_parser("compare", help="DRONE vs dictionary matching vs the Cramér–Rao bound on tissue fingerprints",
                         description="Default schedule → paper dictionary → noisy WM/GM/CSF fingerprints → DRONE and "
                                     "matching, next to √CRB.")
@@ -255,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if getattr(args, "missing", None):
+        print(args.missing, file=sys.stderr)
+        return 2
     try:
         return func(args)
     except (ValueError, TypeError, OSError) as exc:

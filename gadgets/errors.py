@@ -16,8 +16,10 @@ __all__ = [
     "FrameSizeError",
     "NonFiniteFrameError",
     "IncompleteFingerprintError",
+    "PendingLimitError",
     "ScheduleMismatchError",
     "ProtocolError",
+    "StalledError",
     "PeerGoneError",
     "GadgetFailed",
 ]
@@ -51,16 +53,25 @@ class IncompleteFingerprintError(StreamError):
     """The stream ended while some slices still missed frames."""
 
 
+class PendingLimitError(FrameError):
+    """The frames held for slices not yet complete would exceed the memory bound."""
+
+
 class ScheduleMismatchError(StreamError):
     """The acquisition's schedule (ISMRMRD header) is not the estimator's schedule."""
 
 
 class ProtocolError(StreamError):
-    """The byte stream from Gadgetron cannot be understood (unknown message id, bad sizes …)."""
+    """The byte stream cannot be understood (unknown message id, bad or absurd sizes …)."""
+
+
+class StalledError(StreamError):
+    """The peer sent nothing for longer than the idle timeout, or the connection outlived its deadline."""
 
 
 class PeerGoneError(ConnectionError):
-    """Gadgetron's end of the socket closed or reset in the middle of the stream."""
+    """The other end of the socket (Gadgetron, or a client of the server) closed or reset in the
+    middle of the stream."""
 
 
 class GadgetFailed(RuntimeError):

@@ -36,7 +36,7 @@ import logging
 import sys
 import xml.etree.ElementTree as ET
 from importlib import metadata
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import GadgetFailed
 from .estimators import build_estimator, describe_estimator, estimator_kind, estimator_schedule
@@ -74,12 +74,14 @@ def _raw_header(connection: Any) -> bytes | str:
     return ismrmrd.xsd.ToXML(connection.header)
 
 
-def prepare(config: bytes | str | None, header: bytes | str) -> tuple[GadgetSettings, Any]:
+def prepare(config: bytes | str | GadgetSettings | None, header: bytes | str, *,
+            build: Callable[[GadgetSettings], Any] = build_estimator) -> tuple[GadgetSettings, Any]:
     """Settings and estimator for a scan, with the header's schedule checked.
 
     Args:
-        config: the ``<configuration>`` XML of the chain's ``<external>`` element.
+        config: the ``<configuration>`` XML of the chain's ``<external>`` element, or settings.
         header: the ISMRMRD header XML.
+        build: makes the estimator of the settings (the server passes its cache).
 
     Returns:
         ``(settings, estimator)``.
@@ -87,8 +89,8 @@ def prepare(config: bytes | str | None, header: bytes | str) -> tuple[GadgetSett
     Raises:
         SettingsError, ScheduleMismatchError: with messages naming the property or both schedules.
     """
-    settings = parse_settings(config)
-    estimator = build_estimator(settings)
+    settings = config if isinstance(config, GadgetSettings) else parse_settings(config)
+    estimator = build(settings)
     check_header_schedule(header, estimator_schedule(estimator), settings.schedule_check,
                           what=estimator_kind(estimator))
     return settings, estimator

@@ -38,7 +38,7 @@ import ismrmrd
 import numpy as np
 
 from .conversion import IMAGE_HEADER_SIZE
-from .errors import GadgetFailed, PeerGoneError, ProtocolError, StreamError
+from .errors import GadgetFailed, PeerGoneError, ProtocolError, StalledError, StreamError
 
 __all__ = [
     "MessageId",
@@ -48,6 +48,7 @@ __all__ = [
     "read_image",
     "send",
     "send_error",
+    "run_session",
     "serve",
     "DRAIN_SECONDS",
 ]
@@ -96,20 +97,29 @@ _WIRE_DTYPES: dict[int, np.dtype] = {
 class RobustSocket:
     """Drop-in replacement for gadgetron-python's ``Connection.SocketWrapper``.
 
-    ``read``/``write`` raise :class:`PeerGoneError` when Gadgetron's side has closed or reset;
+    ``read``/``write`` raise :class:`PeerGoneError` when the peer has closed or reset;
     :meth:`close` is idempotent, sends CLOSE once and never raises.
 
     Args:
-        sock: the connected socket (blocking; no read timeout, since Gadgetron may be silent
-            between repetitions for a long time). TCP keep-alive is enabled so that a vanished
-            remote host is noticed too.
+        sock: the connected socket. TCP keep-alive is enabled so that a vanished remote host is
+            noticed too.
+        peer: who is at the other end, for messages ("Gadgetron", "the client").
+        idle_timeout_s: a read that receives nothing for this long raises :class:`StalledError`;
+            None (the default, for Gadgetron, which may be silent between repetitions for a
+            long time): wait for ever.
+        deadline: a ``time.monotonic()`` value after which reads raise :class:`StalledError`
+            (bounds a connection that trickles bytes); None: no deadline.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, peer: str = "Gadgetron", idle_timeout_s: float | None = None,
+                 deadline: float | None = None) -> None:
         self.socket = sock
+        self.peer = peer
+        self.idle_timeout_s = idle_timeout_s
+        self.deadline = deadline
         self._close_sent = False
         self._closed = False
-        sock.settimeout(None)
+        sock.settimeout(idle_timeout_s)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
@@ -118,18 +128,37 @@ class RobustSocket:
         except OSError:  # not a TCP socket (e.g. a socketpair in tests)
             pass
 
+    def _timeout(self) -> float | None:
+        if self.deadline is None:
+            return self.idle_timeout_s
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise StalledError(f"the connection to {self.peer} outlived its time limit; closing it")
+        return left if self.idle_timeout_s is None else min(left, self.idle_timeout_s)
+
     def read(self, nbytes: int) -> bytes:
-        """Exactly ``nbytes`` bytes. Raises PeerGoneError at end of stream or on a reset."""
+        """Exactly ``nbytes`` bytes.
+
+        Raises:
+            PeerGoneError: end of stream or a reset.
+            StalledError: nothing received for ``idle_timeout_s``, or the deadline passed.
+        """
         if nbytes <= 0:
             return b""
         buf = bytearray()
         while len(buf) < nbytes:
             try:
+                self.socket.settimeout(self._timeout())
                 chunk = self.socket.recv(min(nbytes - len(buf), 1 << 20))
+            except TimeoutError:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    raise StalledError(f"the connection to {self.peer} outlived its time limit; closing it") from None
+                raise StalledError(f"no data from {self.peer} for {self.idle_timeout_s:g} s "
+                                   f"({len(buf)} of {nbytes} bytes of a read received); closing the connection") from None
             except OSError as exc:
-                raise PeerGoneError(f"the connection to Gadgetron failed while reading ({exc})") from None
+                raise PeerGoneError(f"the connection to {self.peer} failed while reading ({exc})") from None
             if not chunk:
-                raise PeerGoneError(f"Gadgetron closed the connection in the middle of the stream "
+                raise PeerGoneError(f"{self.peer} closed the connection in the middle of the stream "
                                     f"({len(buf)} of {nbytes} bytes of a read received)")
             buf += chunk
         return bytes(buf)
@@ -139,7 +168,7 @@ class RobustSocket:
         try:
             self.socket.sendall(data)
         except OSError as exc:
-            raise PeerGoneError(f"the connection to Gadgetron failed while writing ({exc})") from None
+            raise PeerGoneError(f"the connection to {self.peer} failed while writing ({exc})") from None
 
     def send_close(self) -> None:
         """Send CLOSE (once)."""
@@ -186,18 +215,23 @@ def _read_u16(source: Any) -> int:
     return _U16.unpack(source.read(2))[0]
 
 
-def read_image(source: Any) -> ismrmrd.Image:
+def read_image(source: Any, *, max_attribute_bytes: int = _MAX_ATTRIBUTE_BYTES,
+               max_image_bytes: int = _MAX_IMAGE_BYTES) -> ismrmrd.Image:
     """Read an IMAGE message body (after its id) from ``source`` (anything with ``read(n)``).
 
     Unlike ``ismrmrd.Image.deserialize_from`` this reads ``DATATYPE_INT`` pixels as int32 (the
     ISMRMRD definition; such images are returned with float64 data, which holds int32 exactly),
     refuses an unknown data type or absurd sizes with a :class:`ProtocolError`, and tolerates
     malformed meta XML (dropped with a warning; the frames' meta is not used).
+
+    Sizes are checked before anything is allocated: meta attributes over ``max_attribute_bytes``
+    or pixels over ``max_image_bytes`` raise :class:`ProtocolError`.
     """
     header = ismrmrd.ImageHeader.from_buffer_copy(source.read(IMAGE_HEADER_SIZE))
     (attr_len,) = _U64.unpack(source.read(8))
-    if attr_len > _MAX_ATTRIBUTE_BYTES:
-        raise ProtocolError(f"image meta attributes of {attr_len} bytes: the stream is corrupt")
+    if attr_len > max_attribute_bytes:
+        raise ProtocolError(f"image meta attributes of {attr_len} bytes declared (limit {max_attribute_bytes}): "
+                            f"refused")
     attributes = source.read(attr_len).rstrip(b"\x00").decode("utf-8", errors="replace")
     dtype = _WIRE_DTYPES.get(int(header.data_type))
     if dtype is None:
@@ -206,8 +240,9 @@ def read_image(source: Any) -> ismrmrd.Image:
     x, y, z = (int(v) for v in header.matrix_size)
     channels = int(header.channels)
     count = channels * x * y * z
-    if count * dtype.itemsize > _MAX_IMAGE_BYTES:
-        raise ProtocolError(f"image of {channels}×{z}×{y}×{x} {dtype} pixels: the stream is corrupt")
+    if count * dtype.itemsize > max_image_bytes:
+        raise ProtocolError(f"image of {channels}×{z}×{y}×{x} {dtype} pixels ({count * dtype.itemsize} bytes) "
+                            f"declared, over the limit of {max_image_bytes} bytes: refused")
     data = np.frombuffer(source.read(count * dtype.itemsize), dtype=dtype).reshape(channels, z, y, x)
     if int(header.data_type) == 4:
         data = data.astype(np.float64)
@@ -314,6 +349,60 @@ def adopt(connection: Any) -> RobustSocket:
     return robust
 
 
+def run_session(sock: RobustSocket, outputs: Callable[[], Iterable[Any]], write: Callable[[Any], None],
+                report: Callable[[str], None], *, name: str = "drone_mrf",
+                drain_seconds: float = DRAIN_SECONDS) -> int:
+    """Send every output of a session, then CLOSE; on a failure report it, then CLOSE.
+
+    The one error policy of the gadget (towards Gadgetron) and of the server (towards its clients).
+
+    Args:
+        sock: the connection.
+        outputs: called once, inside the error handling, for the iterable of messages to send
+            (its set-up, e.g. settings and model, fails into the same reporting).
+        write: sends one message.
+        report: sends a failure's text (an ERROR message for Gadgetron, an ``ERROR`` TEXT for an
+            MRD client).
+        name: prefix of failure texts.
+        drain_seconds: after a failure, how long the input is read and discarded so that the peer
+            receives the report before the connection closes.
+
+    Returns:
+        the number of messages sent.
+
+    Raises:
+        GadgetFailed: after reporting a failure (a :class:`StreamError` is reported with its
+            message; any other exception as an internal error naming its type, with its traceback
+            in the log), or when the peer has gone (nothing can be reported then).
+    """
+    sent = 0
+    try:
+        for item in outputs():
+            write(item)
+            sent += 1
+    except PeerGoneError as exc:
+        log.error("%s: %s; stopping", name, exc)
+        sock.close()
+        raise GadgetFailed(f"{name}: {exc}") from None
+    except Exception as exc:  # every failure must reach the peer
+        if isinstance(exc, StreamError):
+            text = f"{name}: {exc}"
+            log.error("%s", text)
+        else:
+            text = f"{name}: internal error: {type(exc).__name__}: {exc}"
+            log.exception("%s", text)
+        try:
+            sock.socket.settimeout(5.0)
+            report(text)
+        except (PeerGoneError, OSError) as send_exc:
+            log.error("%s: could not send the error report (%s)", name, send_exc)
+        sock.close(drain_seconds=drain_seconds)
+        raise GadgetFailed(text) from None
+    sock.close()
+    log.info("%s: done, %d message(s) sent", name, sent)
+    return sent
+
+
 def serve(connection: Any, run: Callable[[Iterator[Any]], Iterable[Any]], *, name: str = "drone_mrf") -> int:
     """Run a gadget over a connection: messages in, ``run(messages)`` out, errors reported.
 
@@ -324,33 +413,8 @@ def serve(connection: Any, run: Callable[[Iterator[Any]], Iterable[Any]], *, nam
     exception: sends ERROR with ``"<name>: <message>"`` (internal errors also name their type;
     their traceback goes to the log), then CLOSE, drains the input for up to
     :data:`DRAIN_SECONDS`, and raises :class:`GadgetFailed`. If Gadgetron has gone, logs that and
-    raises :class:`GadgetFailed` at once.
+    raises :class:`GadgetFailed` at once. (The policy is :func:`run_session`'s.)
     """
     sock = adopt(connection)
-    sent = 0
-    try:
-        for item in run(messages(connection)):
-            send(connection, item)
-            sent += 1
-    except PeerGoneError as exc:
-        log.error("%s: %s; stopping", name, exc)
-        sock.close()
-        raise GadgetFailed(f"{name}: {exc}") from None
-    except Exception as exc:  # every failure must reach Gadgetron as an ERROR message
-        if isinstance(exc, StreamError):
-            text = f"{name}: {exc}"
-            log.error("%s", text)
-        else:
-            text = f"{name}: internal error: {type(exc).__name__}: {exc}"
-            log.exception("%s", text)
-        try:
-            sock.socket.settimeout(5.0)
-            send_error(sock, text)
-        except (PeerGoneError, OSError) as send_exc:
-            log.error("%s: could not send the ERROR message (%s)", name, send_exc)
-        sock.close(drain_seconds=DRAIN_SECONDS)
-        raise GadgetFailed(text) from None
-    sock.close()
-    log.info("%s: done, %d message(s) sent", name, sent)
-    return sent
-
+    return run_session(sock, lambda: run(messages(connection)), lambda item: send(connection, item),
+                       lambda text: send_error(sock, text), name=name)

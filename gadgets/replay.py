@@ -46,7 +46,13 @@ __all__ = [
     "maps_by_slice",
     "nifti_affine",
     "save_nifti",
+    "InputScan",
+    "Outputs",
+    "open_input",
+    "write_outputs",
+    "progress_bar",
     "add_arguments",
+    "parse_property_args",
     "run",
     "PROGRESS_MIN_FRAMES",
 ]
@@ -318,10 +324,11 @@ def save_nifti(slices: Mapping[int, Mapping[str, tuple[np.ndarray, ismrmrd.Image
 
 
 # =========================================================================== replay
-def _progress_bar(total: int, enabled: bool) -> Any:
+def progress_bar(total: int, enabled: bool, desc: str = "replay") -> Any:
+    """A tqdm bar on stderr for ``total`` frames (disabled below :data:`PROGRESS_MIN_FRAMES`)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="frame", desc="replay", file=sys.stderr, dynamic_ncols=True,
+    return tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, dynamic_ncols=True,
                 disable=not enabled or total < PROGRESS_MIN_FRAMES, leave=False, mininterval=0.2)
 
 
@@ -360,13 +367,76 @@ def replay(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
     """
     t0 = time.perf_counter()
     h5io, loopback = _stream_modules()
+    properties = {str(k): str(v) for k, v in (settings or {}).items()}
+    parsed = settings_from_properties(properties)  # fail fast, before any process starts
+    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir)
+    loopback.check_header(source.header)
+
+    received = [0]
+    lock = threading.Lock()
+
+    def on_message(mid: int, body: Any) -> None:
+        if mid == _IMAGE:
+            with lock:
+                received[0] += 1
+
+    bar = progress_bar(source.n_frames, progress)
+    shown = [0]
+
+    def on_sent(count: int) -> None:
+        bar.update(1)
+        if received[0] != shown[0]:
+            shown[0] = received[0]
+            bar.set_postfix_str(f"{shown[0]} maps", refresh=False)
+
+    try:
+        run_result = loopback.run_gadget(
+            source.header, source.images(), properties, env=env, on_sent=on_sent, on_message=on_message,
+            stall_timeout_s=loopback.STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s)
+    finally:
+        bar.close()
+    out = write_outputs(run_result.images, out_path, header=source.header, settings=parsed,
+                        out_group=out_group or source.group, png_dir=png_dir, nifti_dir=nifti_dir)
+    return ReplayResult(source.path, Path(out_path), source.group, out.group, run_result.sent, len(run_result.images),
+                        out.slices, out.series, time.perf_counter() - t0, run_result.seconds,
+                        run_result.stream_seconds, out.png_files, out.nifti_files, run_result.stderr)
+
+
+@dataclass
+class InputScan:
+    """The frames of an input file, ready to stream (see :func:`open_input`).
+
+    Attributes:
+        path: the file; group: the group; variables: its image vars to send; n_frames: images.
+        header: the ISMRMRD XML header (the file's, or a minimal one when it has none).
+    """
+
+    path: Path
+    group: str
+    variables: list[str]
+    n_frames: int
+    header: bytes
+
+    def images(self) -> Any:
+        """The images, read lazily."""
+        h5io, _ = _stream_modules()
+        return h5io.iter_images(self.path, self.group, self.variables)
+
+
+def open_input(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, group: str | None = None,
+               variables: Sequence[str] | None = None, png_dir: Any = None, nifti_dir: Any = None) -> InputScan:
+    """Check the input and output paths and the optional outputs' libraries; find the group, vars and header.
+
+    Raises:
+        FileNotFoundError, H5FormatError: the input file, group or vars; ValueError: ``out_path``
+        is ``in_path``; ImportError: PNG/NIfTI output without matplotlib/nibabel.
+    """
+    h5io, _ = _stream_modules()
     src, dst = Path(in_path), Path(out_path)
     if not src.is_file():
         raise FileNotFoundError(f"in_path: {str(src)!r} does not exist")
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"out_path: {str(dst)!r} is the input file; choose another output file")
-    properties = {str(k): str(v) for k, v in (settings or {}).items()}
-    parsed = settings_from_properties(properties)  # fail fast, before any process starts
     if png_dir is not None:
         from .figures import require_matplotlib
 
@@ -384,35 +454,26 @@ def replay(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
         header = h5io.minimal_header_xml(first, n_slices=_slice_count(src, group, selected))
         log.warning("/%s/xml is missing: sending a minimal ISMRMRD header (no sequenceParameters, so the gadget "
                     "cannot check the acquisition's schedule)", group)
-    loopback.check_header(header)
+    return InputScan(src, group, selected, n_frames, header)
 
-    received = [0]
-    lock = threading.Lock()
 
-    def on_message(mid: int, body: Any) -> None:
-        if mid == _IMAGE:
-            with lock:
-                received[0] += 1
+@dataclass
+class Outputs:
+    """What :func:`write_outputs` wrote."""
 
-    bar = _progress_bar(n_frames, progress)
-    shown = [0]
+    group: str
+    slices: int
+    series: dict[str, int]
+    png_files: list[Path]
+    nifti_files: list[Path]
 
-    def on_sent(count: int) -> None:
-        bar.update(1)
-        if received[0] != shown[0]:
-            shown[0] = received[0]
-            bar.set_postfix_str(f"{shown[0]} maps", refresh=False)
 
-    try:
-        run_result = loopback.run_gadget(
-            header, h5io.iter_images(src, group, selected), properties, env=env, on_sent=on_sent,
-            on_message=on_message,
-            stall_timeout_s=loopback.STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s)
-    finally:
-        bar.close()
-    images = run_result.images
-    slices = maps_by_slice(images, parsed)
-    out_group = out_group or group
+def write_outputs(images: Sequence[ismrmrd.Image], out_path: str | os.PathLike[str], *, header: bytes,
+                  settings: GadgetSettings, out_group: str, png_dir: Any = None, nifti_dir: Any = None) -> Outputs:
+    """Write received map images to ``out_path`` (``/<out_group>/image_<series>``), and PNG/NIfTI files."""
+    h5io, _ = _stream_modules()
+    dst = Path(out_path)
+    slices = maps_by_slice(images, settings)
     series = h5io.write_images(dst, images, group=out_group, xml_header=header)
     pngs: list[Path] = []
     niftis: list[Path] = []
@@ -423,9 +484,7 @@ def replay(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
                              prefix=dst.stem)
     if nifti_dir is not None and slices:
         niftis = save_nifti(slices, nifti_dir, prefix=dst.stem)
-    return ReplayResult(src, dst, group, out_group, run_result.sent, len(images), len(slices), series,
-                        time.perf_counter() - t0, run_result.seconds, run_result.stream_seconds, pngs, niftis,
-                        run_result.stderr)
+    return Outputs(out_group, len(slices), series, pngs, niftis)
 
 
 # =========================================================================== command line
@@ -450,9 +509,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
-def _properties(args: argparse.Namespace) -> dict[str, str]:
+def parse_property_args(items: Sequence[str] | None, named: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """Gadget properties from ``--set NAME=VALUE`` items and named options (``{"model": args.model}``).
+
+    Raises:
+        ValueError: an item without ``=``, a property given twice, or a named option that
+            disagrees with ``--set``.
+    """
     out: dict[str, str] = {}
-    for item in args.properties or []:
+    for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"--set: expected NAME=VALUE, got {item!r}")
@@ -460,13 +525,16 @@ def _properties(args: argparse.Namespace) -> dict[str, str]:
         if name in out:
             raise ValueError(f"--set: property {name!r} given twice")
         out[name] = value
-    for name in ("model", "estimator"):
-        value = getattr(args, name, None)
+    for name, value in (named or {}).items():
         if value is not None:
             if name in out and out[name] != value:
                 raise ValueError(f"--{name} {value!r} and --set {name}={out[name]!r} disagree")
             out[name] = value
     return out
+
+
+def _properties(args: argparse.Namespace) -> dict[str, str]:
+    return parse_property_args(args.properties, {name: getattr(args, name, None) for name in ("model", "estimator")})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "PROPERTIES",
     "MAP_NAMES",
     "FRAME_COUNTER_FIELDS",
+    "parse_properties",
     "parse_settings",
     "settings_from_properties",
     "settings_table",
@@ -250,26 +251,31 @@ def settings_from_properties(properties: dict[str, str]) -> GadgetSettings:
     return replace(GadgetSettings(), **values) if values else GadgetSettings()
 
 
-def parse_settings(config: bytes | str | None) -> GadgetSettings:
-    """Parse the ``<configuration>`` XML that Gadgetron sends (CONFIG message) into settings.
+def parse_properties(config: bytes | str | ET.Element | None) -> dict[str, str]:
+    """The ``{name: value}`` of the ``<property>`` elements of a ``<configuration>`` XML.
+
+    Both spellings are read: ``<property name="…" value="…"/>`` (what Gadgetron sends) and
+    ``<property><name>…</name><value>…</value></property>``. Names are not checked here.
 
     Args:
-        config: the XML text or bytes; ``None``, empty or whitespace gives the defaults.
+        config: the XML text, bytes or a parsed element; ``None``, empty or whitespace: ``{}``.
 
     Raises:
-        SettingsError: not XML, a property without a name, a repeated or unknown property, or
-            an invalid value.
+        SettingsError: not XML, a property without a name or value, a repeated property.
     """
     if config is None:
-        return GadgetSettings()
-    text = config.decode("utf-8", errors="replace") if isinstance(config, (bytes, bytearray)) else str(config)
-    text = text.strip().rstrip("\x00").strip()
-    if not text:
-        return GadgetSettings()
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise SettingsError(f"the gadget configuration is not valid XML ({exc}): {text[:200]!r}") from None
+        return {}
+    if isinstance(config, ET.Element):
+        root = config
+    else:
+        text = config.decode("utf-8", errors="replace") if isinstance(config, (bytes, bytearray)) else str(config)
+        text = text.strip().rstrip("\x00").strip()
+        if not text:
+            return {}
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as exc:
+            raise SettingsError(f"the gadget configuration is not valid XML ({exc}): {text[:200]!r}") from None
     properties: dict[str, str] = {}
     for element in root.iter():
         if _local(element.tag) != "property":
@@ -290,7 +296,20 @@ def parse_settings(config: bytes | str | None) -> GadgetSettings:
         if name in properties:
             raise SettingsError(f"property {name!r} is given twice ({properties[name]!r} and {value!r})")
         properties[name] = value
-    return settings_from_properties(properties)
+    return properties
+
+
+def parse_settings(config: bytes | str | None) -> GadgetSettings:
+    """Parse the ``<configuration>`` XML that Gadgetron sends (CONFIG message) into settings.
+
+    Args:
+        config: the XML text or bytes; ``None``, empty or whitespace gives the defaults.
+
+    Raises:
+        SettingsError: not XML, a property without a name, a repeated or unknown property, or
+            an invalid value.
+    """
+    return settings_from_properties(parse_properties(config))
 
 
 def _local(tag: Any) -> str:

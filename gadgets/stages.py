@@ -38,7 +38,8 @@ from drone_core._version import __version__
 
 from drone_core.reconstruct import SliceMaps, reconstruct
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
-from .errors import DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError, NonFiniteFrameError
+from .errors import (DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError, NonFiniteFrameError,
+                     PendingLimitError)
 from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings
 
 __all__ = [
@@ -185,22 +186,28 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs)
 
 
-def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetition") -> Iterator[Any]:
+def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetition",
+                 max_pending_bytes: int | None = None) -> Iterator[Any]:
     """Stage 2: :class:`Frame` → :class:`Trajectory` per complete slice (others pass through).
 
     Args:
         items: output of :func:`frames`.
         n_frames: frames per fingerprint N.
         counter: the frame counter's name (for messages).
+        max_pending_bytes: refuse a frame that would make the frames held for incomplete slices
+            exceed this many bytes (bounds the memory a stream can make this stage hold); None:
+            no bound.
 
     Raises:
         FrameError: a counter outside ``0 … N−1``; DuplicateFrameError: a frame seen twice, or a
         frame of a slice already complete; FrameSizeError: a matrix different from the slice's
-        earlier frames; IncompleteFingerprintError: slices missing frames at the end of the input.
+        earlier frames; IncompleteFingerprintError: slices missing frames at the end of the input;
+        PendingLimitError: more than ``max_pending_bytes`` held.
     """
     if not isinstance(n_frames, int) or n_frames < 1:
         raise ValueError(f"n_frames: expected a positive int, got {n_frames!r}")
     partial: dict[int, _Partial] = {}
+    pending_bytes = 0
     done: set[int] = set()
     for item in items:
         if not isinstance(item, Frame):
@@ -219,9 +226,15 @@ def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetit
         if item.data.shape != slot.shape:
             raise FrameSizeError(f"{what} is {_xyz(item.data.shape)} but the earlier frames of slice {item.slice} "
                                  f"are {_xyz(slot.shape)}")
+        if max_pending_bytes is not None and pending_bytes + item.data.nbytes > max_pending_bytes:
+            raise PendingLimitError(f"{what} would make the frames held for {len(partial)} incomplete slice(s) "
+                                    f"{pending_bytes + item.data.nbytes} bytes, over the limit of "
+                                    f"{max_pending_bytes} bytes; send the frames of a few slices at a time")
         slot.frames[item.index] = item
+        pending_bytes += item.data.nbytes
         if len(slot.frames) == n_frames:
             stack = np.stack([slot.frames[i].data for i in range(n_frames)])
+            pending_bytes -= sum(f.data.nbytes for f in slot.frames.values())
             del partial[item.slice]
             done.add(item.slice)
             yield Trajectory(item.slice, stack, slot.frames[0].header)
@@ -317,20 +330,23 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
         yield from out
 
 
-def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | None = None) -> Iterator[Any]:
+def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | None = None, *,
+             max_pending_bytes: int | None = None) -> Iterator[Any]:
     """The four stages chained: messages in, map images (and passed-through messages) out.
 
     Args:
         items: messages (``ismrmrd.Image``, ``ImageArray``, others).
         estimator: a ``DroneModel`` or ``Matcher``; its ``n_frames`` is the fingerprint length.
         settings: the gadget's settings (defaults when None).
+        max_pending_bytes: bound on the frames held for incomplete slices (see :func:`trajectories`).
     """
     from .estimators import describe_estimator
 
     settings = settings or GadgetSettings()
     n_frames = int(estimator.n_frames)
     stream: Iterable[Any] = frames(items, counter=settings.frame_counter)
-    stream = trajectories(stream, n_frames=n_frames, counter=settings.frame_counter)
+    stream = trajectories(stream, n_frames=n_frames, counter=settings.frame_counter,
+                          max_pending_bytes=max_pending_bytes)
     stream = maps(stream, estimator, mask_threshold=settings.mask_threshold)
     return images(stream, maps_to_emit=settings.maps, series_index=settings.series_index,
                   source=describe_estimator(estimator))

@@ -1,0 +1,173 @@
+"""The chains a standing server can run, chosen by a client's CONFIG_FILE name or CONFIG_TEXT.
+
+The server runs one chain: the ``drone_mrf`` gadget's stages on reconstructed images. What a client
+selects is which *settings* it runs with:
+
+* **CONFIG_FILE** ``drone_images`` (also ``drone_images.xml``, ``drone``): the gadget's defaults;
+  any other name is looked up among the ``*.xml`` chains of the server's ``--config-dir`` folders
+  (by file name, with or without ``.xml``). ``drone_grappa_epi`` is refused with the reason: it
+  reconstructs raw EPI k-space with Gadgetron's own GRAPPA gadgets, which only Gadgetron has.
+* **CONFIG_TEXT**: a Gadgetron chain (``<configuration>`` with a ``<stream>`` holding exactly one
+  ``<external>`` that executes ``drone_gadgets.gadget``/``drone_mrf``; besides it only
+  ``ImageFinishGadget``, which does nothing outside Gadgetron), the external node's own
+  ``<configuration>`` of ``<property>`` elements, or JSON ``{"parameters": {name: value}}``.
+
+Property names and values are checked later, by :func:`drone_gadgets.settings.settings_from_properties`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .errors import SettingsError
+from .mrd import parameters_from_json
+from .settings import parse_properties
+
+__all__ = ["Chain", "ChainCatalog", "ChainError", "chain_from_text", "DEFAULT_CHAIN", "NEUTRAL_GADGETS"]
+
+log = logging.getLogger(__name__)
+
+#: The chain a client gets when it sends no CONFIG message.
+DEFAULT_CHAIN = "drone_images"
+#: Gadgets of a chain that the server may leave out: they only hand the images back to the client.
+NEUTRAL_GADGETS = frozenset({"ImageFinishGadget"})
+_BUILT_IN = {"drone_images", "drone"}
+_GADGETRON_ONLY = {"drone_grappa_epi": "it reconstructs raw EPI k-space (acquisitions) with Gadgetron's GRAPPA "
+                                       "gadgets, which only Gadgetron runs (docker/gadgetron); send reconstructed "
+                                       "frames as images with the chain 'drone_images'"}
+_MODULE, _TARGET = "drone_gadgets.gadget", "drone_mrf"
+
+
+class ChainError(SettingsError):
+    """A chain name the server does not know, or a chain text it cannot run."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain the server runs: the gadget's properties, and where they came from.
+
+    Attributes:
+        name: the chain's name (file stem, or ``"config text"``).
+        properties: ``{property: value}`` for the ``drone_mrf`` gadget (unchecked).
+        source: ``"built-in"``, the XML file's path, or ``"CONFIG_TEXT"``.
+    """
+
+    name: str
+    properties: dict[str, str] = field(default_factory=dict)
+    source: str = "built-in"
+
+
+def _local(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _child(element: ET.Element, name: str) -> ET.Element | None:
+    return next((c for c in element if _local(c.tag) == name), None)
+
+
+def _chain_from_xml(root: ET.Element, name: str, source: str) -> Chain:
+    if _local(root.tag) != "configuration":
+        raise ChainError(f"chain {name!r}: the root element is <{_local(root.tag)}>, expected <configuration>")
+    stream = _child(root, "stream")
+    if stream is None:  # the external node's own <configuration> of properties
+        return Chain(name, parse_properties(root), source)
+    ours: list[ET.Element] = []
+    foreign: list[str] = []
+    for node in stream:
+        kind = _local(node.tag)
+        if kind == "external":
+            execute = _child(node, "execute")
+            if execute is not None and execute.get("name") == _MODULE and execute.get("target") == _TARGET:
+                ours.append(node)
+            elif execute is not None:
+                foreign.append(f"external {execute.get('name')}:{execute.get('target')}")
+            else:
+                foreign.append("external <connect> node (a debugging chain; use the one that executes the gadget)")
+        elif kind == "gadget":
+            classname = _child(node, "classname")
+            cls = (classname.text or "").strip() if classname is not None else "?"
+            if cls not in NEUTRAL_GADGETS:
+                foreign.append(cls)
+        elif isinstance(node.tag, str):
+            foreign.append(f"<{kind}>")
+    if foreign:
+        raise ChainError(f"chain {name!r} needs {', '.join(foreign)}, which this server does not run (it runs the "
+                         f"{_MODULE}:{_TARGET} gadget alone); run the chain in Gadgetron, or use 'drone_images'")
+    if len(ours) != 1:
+        raise ChainError(f"chain {name!r} has {len(ours)} <external> nodes executing {_MODULE}:{_TARGET}; "
+                         f"expected exactly one")
+    config = _child(ours[0], "configuration")
+    return Chain(name, parse_properties(config) if config is not None else {}, source)
+
+
+def chain_from_text(text: str, *, name: str = "config text", source: str = "CONFIG_TEXT") -> Chain:
+    """The chain of a CONFIG_TEXT: chain XML, a ``<configuration>`` of properties, or JSON.
+
+    Raises:
+        ChainError: not XML or JSON, or a chain the server cannot run (naming what it needs).
+        SettingsError: malformed properties.
+    """
+    params = parameters_from_json(text)
+    if params is not None:
+        return Chain(name, params, source)
+    stripped = text.strip().rstrip("\x00").strip()
+    if not stripped:
+        return Chain(DEFAULT_CHAIN, {}, source)
+    try:
+        root = ET.fromstring(stripped)
+    except ET.ParseError as exc:
+        raise ChainError(f"the configuration text is neither XML nor a JSON object ({exc}); it begins "
+                         f"{stripped[:120]!r}") from None
+    return _chain_from_xml(root, name, source)
+
+
+class ChainCatalog:
+    """The chains a server knows by name: the built-in ``drone_images`` and the XML files of folders.
+
+    Args:
+        config_dirs: folders whose ``*.xml`` files are chains (Gadgetron's format; files that the
+            server cannot run are listed with the reason and refused when asked for).
+    """
+
+    def __init__(self, config_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self._files: dict[str, Path] = {}
+        for folder in config_dirs:
+            path = Path(folder)
+            if not path.is_dir():
+                raise FileNotFoundError(f"config_dirs: {str(path)!r} is not a folder")
+            for file in sorted(path.glob("*.xml")):
+                self._files.setdefault(file.stem, file)
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a client may send (built-in first)."""
+        return sorted(_BUILT_IN) + sorted(set(self._files) - _BUILT_IN)
+
+    def get(self, name: str) -> Chain:
+        """The chain called ``name`` (a file name with or without ``.xml``; no folders).
+
+        Raises:
+            ChainError: unknown, a path, or a chain the server cannot run.
+        """
+        raw = name.strip()
+        if not raw or raw in {".", ".."} or "/" in raw or "\\" in raw or "\x00" in raw:
+            raise ChainError(f"config name {name!r}: expected the name of a chain (no folders), one of "
+                             f"{', '.join(self.names)}")
+        stem = raw[:-4] if raw.lower().endswith(".xml") else raw
+        if stem in self._files:
+            file = self._files[stem]
+            try:
+                root = ET.parse(file).getroot()
+            except (ET.ParseError, OSError) as exc:
+                raise ChainError(f"chain {stem!r} ({file}) cannot be read: {exc}") from None
+            return _chain_from_xml(root, stem, str(file))
+        if stem in _BUILT_IN:
+            return Chain(DEFAULT_CHAIN, {}, "built-in")
+        if stem in _GADGETRON_ONLY:
+            raise ChainError(f"chain {stem!r} cannot run on this server: {_GADGETRON_ONLY[stem]}")
+        raise ChainError(f"unknown chain {name!r}; this server knows {', '.join(self.names)}")

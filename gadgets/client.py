@@ -1,0 +1,238 @@
+"""``drone send IN.h5 OUT.h5``: send a file's frames to a reconstruction server, write the maps it returns.
+
+The client side of the MRD streaming protocol (:mod:`drone_gadgets.mrd`), for ``drone serve``
+and any server that speaks it (Gadgetron's own server with an images chain, python-ismrmrd-server):
+it connects, sends CONFIG_FILE (``--config NAME``) or CONFIG_TEXT (``--config-file PATH``), the
+file's ISMRMRD header, optionally a TEXT of JSON parameters (``--set NAME=VALUE``), the images
+and CLOSE, and reads the replies at the same time on a second thread (so neither side can block
+the other on full socket buffers). The replies are read with ismrmrd's ``ProtocolDeserializer``.
+Images come back into ``OUT.h5`` the way ``drone replay`` and Gadgetron's client store them
+(``/<group>/image_<series>``); PNG and NIfTI outputs as in ``drone replay``, whose input and output
+code this shares.
+
+A TEXT from the server starting with ``ERROR`` fails the run with that text
+(:class:`ServerError`); nothing is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .replay import ReplayResult, open_input, parse_property_args, progress_bar, write_outputs
+from .settings import settings_from_properties
+
+__all__ = ["ServerError", "SendError", "send", "add_arguments", "run", "main"]
+
+log = logging.getLogger(__name__)
+
+
+class SendError(RuntimeError):
+    """The exchange with the server failed (no connection, a timeout, no CLOSE …)."""
+
+
+class ServerError(SendError):
+    """The server reported a failure (a TEXT starting with ``ERROR``).
+
+    Attributes:
+        server_message: the server's text without the ``ERROR`` prefix.
+    """
+
+    def __init__(self, server_message: str) -> None:
+        super().__init__(f"the server reported an error: {server_message}")
+        self.server_message = server_message
+
+
+class _Receiver(threading.Thread):
+    """Reads the server's replies until CLOSE: images kept, ERROR texts kept, other texts logged."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(name="drone-send-receiver", daemon=True)
+        self.sock = sock
+        self.images: list[Any] = []
+        self.errors: list[str] = []
+        self.texts: list[str] = []
+        self.closed = False
+        self.failure: BaseException | None = None
+        self.last_activity = time.monotonic()
+
+    def run(self) -> None:
+        import ismrmrd
+
+        from .mrd import is_error_text, serialization
+
+        stream = self.sock.makefile("rb")
+        try:
+            for item in serialization().ProtocolDeserializer(stream).deserialize():
+                self.last_activity = time.monotonic()
+                if isinstance(item, ismrmrd.Image):
+                    self.images.append(item)
+                elif isinstance(item, str):
+                    text = item.rstrip("\x00")
+                    if is_error_text(text):
+                        self.errors.append(text.split(None, 1)[1] if " " in text.strip() else text)
+                    else:
+                        self.texts.append(text)
+                        log.info("server: %s", text)
+                else:
+                    log.warning("server sent a %s; ignored", type(item).__name__)
+            self.closed = True
+        except BaseException as exc:  # noqa: BLE001 - reported by send()
+            self.failure = exc
+        finally:
+            stream.close()
+
+
+def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", port: int = 9002,
+         config: str | None = "drone_images", config_text: str | None = None,
+         settings: Mapping[str, str] | None = None, group: str | None = None,
+         variables: Sequence[str] | None = None, out_group: str | None = None, png_dir: Any = None,
+         nifti_dir: Any = None, progress: bool = True, connect_timeout_s: float = 10.0,
+         timeout_s: float = 600.0) -> ReplayResult:
+    """Send the images of ``in_path`` to a server; write the maps it returns to ``out_path``.
+
+    Args:
+        in_path, out_path, group, variables, out_group, png_dir, nifti_dir, progress: as in
+            :func:`drone_gadgets.replay.replay`.
+        host, port: the server.
+        config: the chain's name (CONFIG_FILE); ignored when ``config_text`` is given.
+        config_text: a chain's text (CONFIG_TEXT).
+        settings: gadget properties sent as a TEXT of JSON parameters after the header.
+        connect_timeout_s: for the connection.
+        timeout_s: fail when the server sends nothing for this long after the input was sent.
+
+    Returns:
+        a :class:`~drone_gadgets.replay.ReplayResult` (``gadget_seconds``: the connection's lifetime;
+        ``gadget_log``: the server's TEXT messages).
+
+    Raises:
+        ServerError: the server reported an error; SendError: the exchange failed otherwise;
+        the input errors of :func:`drone_gadgets.replay.open_input`.
+    """
+    import json
+
+    from .mrd import ConfigFile, ConfigText, Header, Text, encode
+
+    t0 = time.perf_counter()
+    properties = {str(k): str(v) for k, v in (settings or {}).items()}
+    parsed = settings_from_properties(properties)  # the properties must at least be known ones
+    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir)
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout_s)
+    except OSError as exc:
+        raise SendError(f"cannot connect to {host}:{port} ({exc}); is `drone serve` running there?") from None
+    sock.settimeout(None)
+    receiver = _Receiver(sock)
+    receiver.start()
+    bar = progress_bar(source.n_frames, progress, desc="send")
+    sent = 0
+    t_connect = time.perf_counter()
+    stream_start = t_connect
+    try:
+        preamble = [ConfigText(config_text) if config_text is not None else ConfigFile(config or "drone_images"),
+                    Header(source.header)]
+        if properties:
+            preamble.append(Text(json.dumps({"parameters": properties})))
+        sock.sendall(b"".join(encode(m) for m in preamble))
+        stream_start = time.perf_counter()
+        for image in source.images():
+            if receiver.errors or receiver.failure is not None or not receiver.is_alive():
+                break  # the server has given up on this stream: stop sending, read its reason
+            sock.sendall(encode(image))
+            sent += 1
+            bar.update(1)
+        else:
+            sock.sendall(encode(None))
+    except OSError as exc:  # the server closed on us: its ERROR, if any, explains why
+        log.debug("sending stopped: %s", exc)
+    finally:
+        bar.close()
+    while receiver.is_alive():
+        receiver.join(timeout=0.2)
+        if time.monotonic() - receiver.last_activity > timeout_s:
+            sock.close()
+            raise SendError(f"no reply from the server for {timeout_s:g} s")
+    sock.close()
+    seconds = time.perf_counter() - t_connect
+    if receiver.errors:
+        raise ServerError("; ".join(receiver.errors))
+    if receiver.failure is not None or not receiver.closed:
+        raise SendError(f"the server closed the connection without CLOSE after {len(receiver.images)} image(s) "
+                        f"({receiver.failure!r})")
+    if sent < source.n_frames:
+        raise SendError(f"the connection ended after {sent} of {source.n_frames} frames were sent")
+    out = write_outputs(receiver.images, out_path, header=source.header, settings=parsed,
+                        out_group=out_group or source.group, png_dir=png_dir, nifti_dir=nifti_dir)
+    return ReplayResult(source.path, Path(out_path), source.group, out.group, sent, len(receiver.images), out.slices,
+                        out.series, time.perf_counter() - t0, seconds, time.perf_counter() - stream_start,
+                        out.png_files, out.nifti_files, "\n".join(receiver.texts))
+
+
+# =========================================================================== command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``drone send``'s arguments to ``parser``."""
+    parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD file with the MRF frames as images")
+    parser.add_argument("output", type=Path, metavar="OUT.h5", help="ISMRMRD file to write the maps to (replaced)")
+    parser.add_argument("--host", default="localhost", help="server address (default localhost)")
+    parser.add_argument("--port", type=int, default=9002, help="server port (default 9002)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", default="drone_images", metavar="NAME",
+                       help="chain name sent as CONFIG_FILE (default drone_images)")
+    which.add_argument("--config-file", type=Path, metavar="PATH",
+                       help="send this chain file's text as CONFIG_TEXT instead")
+    parser.add_argument("--group", help="input group (default: the only group holding frames)")
+    parser.add_argument("--var", action="append", dest="variables", metavar="NAME",
+                        help="image var of the group to send (repeatable; default: all)")
+    parser.add_argument("--out-group", help="output group (default: the input group)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="properties",
+                        help="a gadget property sent as JSON parameters (repeatable), e.g. --set maps=t1,t2")
+    parser.add_argument("--png", type=Path, metavar="DIR", help="write one PNG of the maps per slice into DIR")
+    parser.add_argument("--nifti", type=Path, metavar="DIR", help="write one NIfTI file per map into DIR")
+    parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                        help="fail when the server is silent for S seconds (default 600)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``drone send``; 0 on success, 1 when the server or the exchange failed, 2 on bad input."""
+    try:
+        config_text = args.config_file.read_text(encoding="utf-8") if args.config_file else None
+        result = send(args.input, args.output, host=args.host, port=args.port, config=args.config,
+                      config_text=config_text, settings=parse_property_args(args.properties), group=args.group,
+                      variables=args.variables, out_group=args.out_group, png_dir=args.png, nifti_dir=args.nifti,
+                      progress=not args.quiet, timeout_s=args.timeout)
+    except ServerError as exc:
+        print(f"drone send: {exc.server_message}", file=sys.stderr)
+        return 1
+    except SendError as exc:
+        print(f"drone send: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(f"drone send: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(result.summary().replace("replayed", "sent", 1))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m drone_gadgets.client IN.h5 OUT.h5 …`` (the same as ``drone send``)."""
+    parser = argparse.ArgumentParser(prog="drone send", description=__doc__.split("\n\n")[0].replace("``", ""))
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as exc:
+        print(f"drone send: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
