@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,train,gadgets,replay]"
+	$(PY) -m pip install --quiet -e ".[test,train,gadgets,replay,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

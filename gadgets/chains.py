@@ -159,6 +159,8 @@ class ChainCatalog:
             raise ChainError(f"config name {name!r}: expected the name of a chain (no folders), one of "
                              f"{', '.join(self.names)}")
         stem = raw[:-4] if raw.lower().endswith(".xml") else raw
+        if stem in _GADGETRON_ONLY:
+            raise ChainError(f"chain {stem!r} cannot run on this server: {_GADGETRON_ONLY[stem]}")
         if stem in self._files:
             file = self._files[stem]
             try:
@@ -168,6 +170,4 @@ class ChainCatalog:
             return _chain_from_xml(root, stem, str(file))
         if stem in _BUILT_IN:
             return Chain(DEFAULT_CHAIN, {}, "built-in")
-        if stem in _GADGETRON_ONLY:
-            raise ChainError(f"chain {stem!r} cannot run on this server: {_GADGETRON_ONLY[stem]}")
         raise ChainError(f"unknown chain {name!r}; this server knows {', '.join(self.names)}")

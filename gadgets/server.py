@@ -263,6 +263,7 @@ class _Session:
                 continue
             first.append(message)
             break
+        _check_header(header)
         if chain is None:
             chain = self.server.catalog.get(DEFAULT_CHAIN)
         properties = self.server.effective_properties(chain, extra)
@@ -496,6 +497,17 @@ class ReconServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown(grace_s=0.0 if exc[0] is not None else None)
+
+
+def _check_header(xml: bytes) -> None:
+    """Refuse a header that is not ISMRMRD XML (Gadgetron and gadgetron-python parse it first, too)."""
+    import ismrmrd
+
+    try:
+        ismrmrd.xsd.CreateFromDocument(xml)
+    except Exception as exc:  # the xsd parser raises parser-specific types
+        raise ProtocolError(f"the ISMRMRD header does not parse ({type(exc).__name__}: {exc}); it begins "
+                            f"{xml[:120]!r}") from None
 
 
 def _refuse(conn: socket.socket, text: str) -> None:
