@@ -13,7 +13,13 @@ Modules (each lists its public names in ``__all__``):
 * :mod:`~drone_gadgets.estimators` — DRONE network or dictionary matching, from the settings.
 * :mod:`~drone_gadgets.conversion` — ``ismrmrd.Image``/``ImageArray`` ↔ numpy, version-robust.
 * :mod:`~drone_gadgets.protocol` — the external-node protocol, robust around gadgetron-python.
-* :mod:`~drone_gadgets.errors` — the errors reported to Gadgetron.
+* :mod:`~drone_gadgets.errors` — the errors reported to Gadgetron (and to the server's clients).
+* :mod:`~drone_gadgets.mrd` — the MRD streaming protocol of clients and servers (bounded reading).
+* :mod:`~drone_gadgets.chains` — the chains a server runs, chosen by CONFIG_FILE or CONFIG_TEXT.
+* :mod:`~drone_gadgets.server` — ``drone serve``, a standing server running the gadget's stages.
+* :mod:`~drone_gadgets.client` — ``drone send``, its client.
+* :mod:`~drone_gadgets.replay`, :mod:`~drone_gadgets.loopback`, :mod:`~drone_gadgets.h5io`,
+  :mod:`~drone_gadgets.scan` — replay through the real gadget process, ``.h5`` I/O, simulated scans.
 
 Names are imported lazily (``drone_gadgets.pipeline`` imports torch only when first used).
 """
