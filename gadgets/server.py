@@ -263,11 +263,11 @@ class _Session:
                 continue
             first.append(message)
             break
-        _check_header(header)
         if chain is None:
             chain = self.server.catalog.get(DEFAULT_CHAIN)
         properties = self.server.effective_properties(chain, extra)
         settings = settings_from_properties(properties)
+        _check_header(header, settings)
         settings, estimator = prepare(settings, header, build=self.server.estimators.get)
         log.info("[%d] %s: chain %r (%s), maps %s", self.number, self.peer, chain.name, chain.source,
                  ", ".join(settings.maps))
@@ -499,15 +499,20 @@ class ReconServer:
         self.shutdown(grace_s=0.0 if exc[0] is not None else None)
 
 
-def _check_header(xml: bytes) -> None:
-    """Refuse a header that is not ISMRMRD XML (Gadgetron and gadgetron-python parse it first, too)."""
+def _check_header(xml: bytes, settings: GadgetSettings) -> None:
+    """Refuse a header that is not ISMRMRD XML (Gadgetron and gadgetron-python parse it first too),
+    unless ``schedule_check`` is off (clients such as python-ismrmrd-server's send a placeholder
+    text for files without a header)."""
     import ismrmrd
 
     try:
         ismrmrd.xsd.CreateFromDocument(xml)
     except Exception as exc:  # the xsd parser raises parser-specific types
-        raise ProtocolError(f"the ISMRMRD header does not parse ({type(exc).__name__}: {exc}); it begins "
-                            f"{xml[:120]!r}") from None
+        text = (f"the ISMRMRD header does not parse ({type(exc).__name__}: {exc}); it begins {xml[:120]!r}")
+        if settings.schedule_check != "off":
+            raise ProtocolError(text + "; without it the acquisition's schedule cannot be checked (set the property "
+                                       "schedule_check=off to reconstruct anyway)") from None
+        log.warning("%s; going on (schedule_check=off)", text)
 
 
 def _refuse(conn: socket.socket, text: str) -> None:

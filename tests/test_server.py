@@ -341,6 +341,17 @@ def test_hostile_input_gets_an_error_and_the_server_goes_on(server: ReconServer,
     _assert_serves(server, reference)
 
 
+def test_placeholder_header_is_accepted_only_without_the_schedule_check(server: ReconServer, reference) -> None:
+    images, _ = scan_images(SCHEDULE, 1)
+    body = [encode(Header(b"Dummy XML header"))] + [encode(im) for im in images] + [encode(None)]
+    refused = exchange(server.address, b"".join([encode(ConfigFile("drone_images"))] + body))
+    assert "set the property schedule_check=off" in _error(refused)
+    config = ConfigText('{"parameters": {"schedule_check": "off"}}')
+    reply = exchange(server.address, b"".join([encode(config)] + body))
+    assert reply.closed and not reply.errors
+    _assert_maps_equal(maps_of(reply.images), reference[1])
+
+
 def test_stalled_client_is_timed_out(server: ReconServer, reference) -> None:
     client = RawClient(server.address)
     client.send(_preamble())  # then nothing
