@@ -153,8 +153,8 @@ class RobustSocket:
             except TimeoutError:
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     raise StalledError(f"the connection to {self.peer} outlived its time limit; closing it") from None
-                raise StalledError(f"no data from {self.peer} for {self.idle_timeout_s:g} s "
-                                   f"({len(buf)} of {nbytes} bytes of a read received); closing the connection") from None
+                raise StalledError(f"no data from {self.peer} for {self.idle_timeout_s:g} s ({len(buf)} of "
+                                   f"{nbytes} bytes of a read received); closing the connection") from None
             except OSError as exc:
                 raise PeerGoneError(f"the connection to {self.peer} failed while reading ({exc})") from None
             if not chunk:

@@ -525,11 +525,11 @@ def parse_property_args(items: Sequence[str] | None, named: Mapping[str, str | N
         if name in out:
             raise ValueError(f"--set: property {name!r} given twice")
         out[name] = value
-    for name, value in (named or {}).items():
-        if value is not None:
-            if name in out and out[name] != value:
-                raise ValueError(f"--{name} {value!r} and --set {name}={out[name]!r} disagree")
-            out[name] = value
+    for option, given in (named or {}).items():
+        if given is not None:
+            if option in out and out[option] != given:
+                raise ValueError(f"--{option} {given!r} and --set {option}={out[option]!r} disagree")
+            out[option] = given
     return out
 
 
