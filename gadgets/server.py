@@ -225,6 +225,9 @@ class _Session:
             except PeerGoneError:
                 if self.abort_reason is not None:
                     raise _ShutdownError(self.abort_reason) from None
+                if reader.messages == 0:  # connected and closed without a byte (a port probe)
+                    log.info("[%d] %s closed without sending anything", self.number, self.peer)
+                    return
                 raise
             if message is None:
                 return

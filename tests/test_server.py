@@ -352,6 +352,18 @@ def test_placeholder_header_is_accepted_only_without_the_schedule_check(server: 
     _assert_maps_equal(maps_of(reply.images), reference[1])
 
 
+def test_port_probe_is_not_a_failure(server: ReconServer) -> None:
+    """A connect-and-close (a health check) is an empty session, not a failed connection."""
+    import socket
+
+    failed, succeeded = server.stats.failed, server.stats.succeeded
+    socket.create_connection(server.address, timeout=5).close()
+    deadline = time.monotonic() + 5
+    while server.stats.succeeded == succeeded and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.stats.succeeded == succeeded + 1 and server.stats.failed == failed
+
+
 def test_stalled_client_is_timed_out(server: ReconServer, reference) -> None:
     client = RawClient(server.address)
     client.send(_preamble())  # then nothing
