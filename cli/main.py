@@ -9,6 +9,7 @@
     drone serve --port 9002                       # a standing server for ISMRMRD stream clients
     drone send scan.h5 maps.h5 --port 9002        # its client
     drone compare                                 # DRONE vs matching vs the Cramér–Rao bound
+    drone experiments nist --out results          # a paper experiment (figures + JSON); all: every one
     drone demo                                    # brain scan → gadget → maps, end to end
 
 Logs and progress go to stderr; results to stdout or files.
@@ -129,6 +130,12 @@ def _missing_extra(command: str, exc: ImportError) -> Callable[[argparse.Argumen
         parser.set_defaults(missing=f"drone {command} needs the 'serve' extra: pip install "
                                     f"'drone-gadgetron[serve]' ({exc})")
     return add
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from drone_training import experiments
+
+    return experiments.run(args)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -275,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "maps it returns go to OUT.h5 (/<group>/image_<series>), optionally PNG/NIfTI.")
     add_send_arguments(sd)
     sd.set_defaults(func=_cmd_send)
+
+    from drone_training.experiments import add_arguments as add_experiment_arguments
+
+    ex = sub.add_parser("experiments", help="reproduce the DRONE paper's experiments (figures + JSON)",
+                        description="Run one of the paper's experiments (or all) and write its PNG figures and a "
+                                    "JSON of numbers next to the paper's; --quick runs the small seeded variant.")
+    add_experiment_arguments(ex)
+    ex.set_defaults(func=_cmd_experiments)
 
     c2 = sub.add_parser("compare", help="DRONE vs dictionary matching vs the Cramér–Rao bound on tissue fingerprints",
                         description="Default schedule → paper dictionary → noisy WM/GM/CSF fingerprints → DRONE and "

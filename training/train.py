@@ -43,8 +43,8 @@ from drone_core.model import DroneMLP, DroneModel, normalise_fingerprints
 from drone_core.noise import NoiseMode, add_noise
 from drone_core.schedule import Schedule, default_schedule
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "write_outputs", "add_train_arguments",
-           "config_from_args", "main"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "write_outputs", "plot_loss_curve", "plot_scatter",
+           "add_train_arguments", "config_from_args", "main"]
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
 
@@ -295,7 +295,8 @@ def evaluate(model: DroneModel, dictionary: Dictionary, *, noise_level: float = 
             "t2_ms": metric_summary(dictionary.t2_ms, t2)}
 
 
-def _plot_loss(result: TrainResult, path: Path) -> None:
+def plot_loss_curve(result: TrainResult, path: Path) -> None:
+    """The training and validation cost per epoch on a log scale (the paper's Fig. 2), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -315,8 +316,9 @@ def _plot_loss(result: TrainResult, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_scatter(model: DroneModel, dictionary: Dictionary, metrics: dict[str, Any], path: Path,
+def plot_scatter(model: DroneModel, dictionary: Dictionary, metrics: dict[str, Any], path: Path,
                   max_points: int = 20000, seed: int = 0) -> None:
+    """Estimated against true T1 and T2 of the noise-free atoms (the paper's Fig. 3), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -356,8 +358,8 @@ def write_outputs(result: TrainResult, dictionary: Dictionary, out_dir: str | Pa
     noisy = [evaluate(model, dictionary, noise_level=lvl, seed=1) for lvl in extra_eval]
     model.training["metrics_noise_free"] = {k: clean[k] for k in ("t1_ms", "t2_ms")}
     model.save(out / "model.safetensors")
-    _plot_loss(result, out / "loss_curve.png")
-    _plot_scatter(model, dictionary, clean, out / "scatter.png")
+    plot_loss_curve(result, out / "loss_curve.png")
+    plot_scatter(model, dictionary, clean, out / "scatter.png")
     summary = {
         "metrics": {"noise_free": clean, "noisy": noisy},
         "seconds": result.seconds,
