@@ -83,6 +83,7 @@ def _plot_maps(ctx: Context, truth: dict[str, np.ndarray], maps: Any, brain: np.
 
 def _plot_snr(ctx: Context, rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     noisy = [r for r in rows if r["noise_level"] > 0]
     if not noisy:
@@ -92,6 +93,9 @@ def _plot_snr(ctx: Context, rows: list[dict[str, Any]]) -> None:
     for ax, key, label in ((axes[0], "t1_rmse", "T1"), (axes[1], "t2_rmse", "T2")):
         for name, marker in (("network", "o-"), ("matching", "s--")):
             ax.loglog(snr, [r[name][key] for r in noisy], marker, label=name)
+        ax.set_xticks(snr)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("peak SNR (1 / noise level)")
         ax.set_ylabel(f"{label} RMSE over the brain (ms)")
         ax.grid(True, which="both", alpha=0.3)

@@ -9,6 +9,7 @@ and the versions.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from drone_core.hardware import cpu_model
 
@@ -137,7 +139,9 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict[str, Any]:
         "device": ctx.device,
         "command": command,
         "seconds": seconds,
-        "machine": {"cpu": cpu_model(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "platform": platform.platform()},
         "versions": _versions(),
         "figures": [p.name for p in ctx.figures],
         "paper_numbers": PAPER.get(experiment.name, {}),

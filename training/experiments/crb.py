@@ -66,20 +66,30 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _plot(ctx: Context, rows: list[dict[str, Any]], names: list[str]) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, p, label in ((axes[0], "t1", "T1"), (axes[1], "t2", "T2")):
-        for k, name in enumerate(names):
-            sel = [r for r in rows if r["tissue"] == name]
-            snr = [r["peak_snr"] for r in sel]
-            for est, style in (("network", "-o"), ("matching", "--s")):
-                ax.semilogx(snr, [r[est][p]["sd"] / r["sqrt_crb"][p] for r in sel], style, color=f"C{k}", ms=4,
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for col, (p, label) in enumerate((("t1", "T1"), ("t2", "T2"))):
+        for row_index, (stat, what) in enumerate((("sd", "sd"), ("rmse", "RMSE"))):
+            ax = axes[row_index, col]
+            for k, name in enumerate(names):
+                sel = [r for r in rows if r["tissue"] == name]
+                snr = [r["peak_snr"] for r in sel]
+                for est, style in (("network", "-o"), ("matching", "--s")):
+                    ax.plot(snr, [r[est][p][stat] / r["sqrt_crb"][p] for r in sel], style, color=f"C{k}", ms=4,
                             label=f"{name} {est}")
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xlabel("peak SNR (1 / noise level)")
-        ax.set_ylabel(f"sd of {label} / √CRB")
-        ax.set_title(f"{label}: 1 = the Cramér–Rao bound (unbiased estimators)", fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(snr)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylabel(f"{what} of {label} / √CRB")
+            ax.grid(True, which="both", alpha=0.3)
+            if row_index == 1:
+                ax.set_xlabel("peak SNR (1 / noise level)")
+            if row_index == 0 and col == 0:
+                ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("Distance to the Cramér–Rao bound (1 = an efficient unbiased estimator)")
     fig.tight_layout()
     ctx.save_figure(fig, "crb")

@@ -1,0 +1,229 @@
+"""Write ``docs/RESULTS.md`` from the experiments' JSON files, so the page shows exactly what was measured.
+
+    python -m drone_training.experiments.report docs/results docs/RESULTS.md
+
+Every number on the page comes from ``<folder>/<name>.json`` (written by ``drone experiments NAME
+--out <folder>``); an experiment without its JSON is listed as not run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["render", "main"]
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _load(folder: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if "experiment" in record:
+            out[record["experiment"]] = record
+    return out
+
+
+def _figures(record: dict[str, Any], rel: str) -> list[str]:
+    return [f"![{name}]({rel}/{name})" for name in record["figures"]]
+
+
+def _time(record: dict[str, Any]) -> str:
+    s = record["seconds"]
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+# --------------------------------------------------------------------------- per experiment
+def _training(r: dict[str, Any]) -> tuple[str, list[str]]:
+    n = r["numbers"]
+    t1, t2 = n["t1_ms"], n["t2_ms"]
+    ours = (f"RMSE {_f(t1['rmse'])} / {_f(t2['rmse'])} ms, bias {_f(t1['bias'])} / {_f(t2['bias'])} ms, "
+            f"R² {t1['r2']:.5f} / {t2['r2']:.5f}")
+    lines = [f"Trained on {n['training_atoms']:,} atoms for {n['epochs']} epochs ({_f(n['train_seconds'], 0)} s of "
+             f"training); cost from {n['train_loss'][0]:.3g} (epoch 1) to {n['train_loss'][-1]:.3g} (training) and "
+             f"{n['val_loss'][-1]:.3g} (validation). Evaluated on all {n['evaluated_atoms']:,} noise-free atoms: "
+             f"{ours} (T1 / T2)."]
+    return ours, lines
+
+
+def _brain(r: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = r["numbers"]["rows"]
+    clean = rows[0]
+    ours = (f"noise-free: network {_f(clean['network']['t1_rmse'])} / {_f(clean['network']['t2_rmse'])} ms, "
+            f"matching {_f(clean['matching']['t1_rmse'])} / {_f(clean['matching']['t2_rmse'])} ms")
+    lines = ["| noise level | peak SNR | network T1 / T2 RMSE (ms) | matching T1 / T2 RMSE (ms) |", "|---|---|---|---|"]
+    for row in rows:
+        snr = "∞" if row["peak_snr"] is None else f"{row['peak_snr']:.0f}"
+        lines.append(f"| {row['noise_level']:.2%} | {snr} | {_f(row['network']['t1_rmse'])} / "
+                     f"{_f(row['network']['t2_rmse'])} | {_f(row['matching']['t1_rmse'])} / "
+                     f"{_f(row['matching']['t2_rmse'])} |")
+    tissues = ", ".join(f"{k} {v[0]:g}/{v[1]:g} ms" for k, v in r["numbers"]["tissues"].items())
+    lines.append("")
+    lines.append(f"{r['numbers']['brain_voxels']:,} brain voxels; tissues {tissues}.")
+    return ours, lines
+
+
+def _density(r: dict[str, Any]) -> tuple[str, list[str]]:
+    n = r["numbers"]
+    fit = n["nn_linear_fit"]
+    ratios_t1 = [e["dm_t1_rmse"]["mean"] / e["nn_t1_rmse"]["mean"] for e in n["per_factor"]]
+    ratios_t2 = [e["dm_t2_rmse"]["mean"] / e["nn_t2_rmse"]["mean"] for e in n["per_factor"]]
+    ours = (f"matching / network RMSE {min(ratios_t1):.1f}–{max(ratios_t1):.1f}× (T1), {min(ratios_t2):.1f}–"
+            f"{max(ratios_t2):.1f}× (T2); linear fit of the network's RMSE R² {fit['t1']['r2']:.2f} / "
+            f"{fit['t2']['r2']:.2f}")
+    lines = [f"{n['dictionary_atoms']:,}-atom dictionary, {n['repetitions']} repetitions per factor, "
+             f"{n['steps']:,} optimiser steps per network ({'-'.join(map(str, n['network']))} hidden), "
+             f"test noise {n['test_noise']:.1%}. RMSE in ms, mean ± sd over the repetitions:", "",
+             "| factor | training atoms | network T1 | matching T1 | network T2 | matching T2 |", "|---|---|---|---|---|---|"]
+    for e in n["per_factor"]:
+        cells = [f"{e[k]['mean']:.1f} ± {e[k]['sd']:.1f}" for k in ("nn_t1_rmse", "dm_t1_rmse", "nn_t2_rmse",
+                                                                     "dm_t2_rmse")]
+        lines.append(f"| {e['factor']} | {e['n_train']:,} | " + " | ".join(cells) + " |")
+    lines += ["", f"Linear fit of the network's mean RMSE against the factor: T1 slope {fit['t1']['slope']:.2f} ms "
+                  f"per factor, R² {fit['t1']['r2']:.2f}; T2 slope {fit['t2']['slope']:.2f}, R² {fit['t2']['r2']:.2f}. "
+                  f"The network beats matching at every factor: "
+                  f"{'yes' if n['nn_beats_matching_at_every_factor'] else 'no'}."]
+    return ours, lines
+
+
+def _nist(r: dict[str, Any]) -> tuple[str, list[str]]:
+    n = r["numbers"]
+    s = n["stats"]
+    kept = s["T1 array"]["t2_ge_30"]
+    ours = (f"T1 array, T2 ≥ 30 ms: R² {kept['t1']['r2']:.4f} / {kept['t2']['r2']:.4f}, T1 bias "
+            f"{_f(kept['t1']['bias'])} ms, RMSE {_f(kept['t1']['rmse'])} / {_f(kept['t2']['rmse'])} ms; "
+            f"30–1200 ms: T2 bias {_f(s['T1 array']['t2_30_to_1200']['t2']['bias'])}, RMSE "
+            f"{_f(s['T1 array']['t2_30_to_1200']['t2']['rmse'])} ms")
+    lines = [f"Matrix {n['matrix'][0]}×{n['matrix'][1]}, noise {n['noise_level']:.1%}, replayed through the gadget "
+             f"process ({', '.join(f'{k} array {v:.1f} s' for k, v in n['replay_seconds'].items())}).", "",
+             "| spheres | n | T1 R² | T1 bias | T1 RMSE | T2 R² | T2 bias | T2 RMSE |", "|---|---|---|---|---|---|---|---|"]
+    names = {"all": "all", "t2_ge_30": "T2 ≥ 30 ms", "t2_30_to_1200": "30 ≤ T2 ≤ 1200 ms"}
+    for group, subsets in s.items():
+        for key, st in subsets.items():
+            lines.append(f"| {group}, {names[key]} | {st['spheres']} | {st['t1']['r2']:.4f} | {_f(st['t1']['bias'])} | "
+                         f"{_f(st['t1']['rmse'])} | {st['t2']['r2']:.4f} | {_f(st['t2']['bias'])} | "
+                         f"{_f(st['t2']['rmse'])} |")
+    lines += ["", "Per sphere (mean ± sd over the sphere's voxels; error of the mean in %):", "",
+              "| array | sphere | T1 ref | T1 estimated | T1 error | T2 ref | T2 estimated | T2 error |",
+              "|---|---|---|---|---|---|---|---|"]
+    for sp in n["spheres"]:
+        e1 = 100 * (sp["t1_mean"] / sp["t1_ref"] - 1)
+        e2 = 100 * (sp["t2_mean"] / sp["t2_ref"] - 1)
+        flag = " (excluded: T2 < 30)" if sp["t2_ref"] < 30 else ""
+        lines.append(f"| {sp['array']} | {sp['sphere']}{flag} | {sp['t1_ref']:g} | {sp['t1_mean']:.1f} ± "
+                     f"{sp['t1_sd']:.1f} | {e1:+.1f} % | {sp['t2_ref']:g} | {sp['t2_mean']:.1f} ± {sp['t2_sd']:.1f} | "
+                     f"{e2:+.1f} % |")
+    return ours, lines
+
+
+def _table1(r: dict[str, Any]) -> tuple[str, list[str]]:
+    t = r["numbers"]["tissues"]
+    cell: Callable[[dict[str, Any], str], str] = lambda d, p: f"{d[p]['mean']:.0f} ± {d[p]['sd']:.0f}" \
+        if p == "t1" else f"{d[p]['mean']:.1f} ± {d[p]['sd']:.1f}"
+    ours = "; ".join(f"{k} {cell(v['network'], 't1')} / {cell(v['network'], 't2')}" for k, v in t.items())
+    lines = [f"{r['numbers']['slices']} slices of {r['numbers']['matrix'][0]}×{r['numbers']['matrix'][1]}, noise "
+             f"{r['numbers']['noise_level']:.0%}; ROI mean ± sd in ms:", "",
+             "| tissue | voxels | paper in vivo T1 / T2 | phantom truth T1 / T2 | network T1 / T2 | matching T1 / T2 |",
+             "|---|---|---|---|---|---|"]
+    for name, v in t.items():
+        p = v["paper"]
+        lines.append(f"| {name} | {v['voxels']:,} | {p['t1_mean']:g} ± {p['t1_sd']:g} / {p['t2_mean']:g} ± "
+                     f"{p['t2_sd']:g} | {cell(v['truth'], 't1')} / {cell(v['truth'], 't2')} | "
+                     f"{cell(v['network'], 't1')} / {cell(v['network'], 't2')} | {cell(v['matching'], 't1')} / "
+                     f"{cell(v['matching'], 't2')} |")
+    return ours, lines
+
+
+def _timing(r: dict[str, Any]) -> tuple[str, list[str]]:
+    n = r["numbers"]
+    cpu = n["ms_per_slice"]["cpu"]
+    k = n["svd_rank"]
+    ours = (f"CPU: network {_f(cpu['network'])} ms, matching {_f(cpu['matching'], 0)} ms "
+            f"({cpu['speed_up_vs_matching']:.0f}×), SVD-{k} matching {_f(cpu[f'matching_svd{k}'], 0)} ms")
+    lines = ["| device | network (ms) | matching (ms) | SVD-compressed matching (ms) | speed-up vs matching |",
+             "|---|---|---|---|---|"]
+    for device, row in n["ms_per_slice"].items():
+        lines.append(f"| {device} | {_f(row['network'])} | {_f(row['matching'], 0)} | {_f(row[f'matching_svd{k}'], 0)} "
+                     f"| {row['speed_up_vs_matching']:.0f}× |")
+    lines += ["", f"{n['threads']} CPU threads; a 128 × 128 × 25 slice through `reconstruct` (mask, estimate, M0)."]
+    return ours, lines
+
+
+def _crb(r: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = r["numbers"]["rows"]
+    ratios = [row[est][p]["sd"] / row["sqrt_crb"][p] for row in rows for est in ("network",) for p in ("t1", "t2")]
+    ours = f"network sd / √CRB {min(ratios):.2f}–{max(ratios):.2f} over WM, GM, CSF and all SNRs"
+    lines = [f"{r['numbers']['draws_per_tissue']} draws per tissue and level; sd and RMSE in ms:", "",
+             "| tissue | peak SNR | √CRB T1 | network sd / RMSE T1 | matching sd / RMSE T1 | √CRB T2 | "
+             "network sd / RMSE T2 | matching sd / RMSE T2 |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = []
+        for p in ("t1", "t2"):
+            cells.append(f"{row['sqrt_crb'][p]:.1f}")
+            for est in ("network", "matching"):
+                cells.append(f"{row[est][p]['sd']:.1f} / {row[est][p]['rmse']:.1f}")
+        lines.append(f"| {row['tissue']} | {row['peak_snr']:.0f} | " + " | ".join(cells) + " |")
+    return ours, lines
+
+
+_SECTIONS: dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[str]]]]] = {
+    "training": ("Figs. 2–3: training curve and training-set reconstruction",
+                 "RMSE 9.3 / 8.8 ms, bias 10 / 2.2 ms, R² 0.99 / 0.99", _training),
+    "brain": ("Fig. 4: numerical brain phantom", "noise-free RMSE 3.5 / 7.8 ms (network)", _brain),
+    "density": ("Fig. 5: training-dictionary density", "network 5–7× (T1) and 2× (T2) below matching at every "
+                "factor; linear fit R² 0.94 / 0.89", _density),
+    "nist": ("Fig. 6: ISMRM/NIST phantom", "R² 0.99, T1 bias 5.5 ms, RMSE 72 / 88 ms; T2 bias 21, RMSE 31 ms "
+             "without the 4 shortest/longest T2", _nist),
+    "table1": ("Table 1: ROI values", "in vivo WM 663 ± 30 / 83 ± 7.9, GM 1110 ± 59 / 96 ± 13, CSF 3799 ± 422 / "
+               "870 ± 191 ms", _table1),
+    "timing": ("Reconstruction time", "network ~10 ms, matching ~3 s (~300×) per 128×128 slice", _timing),
+    "crb": ("Beyond the paper: distance to the Cramér–Rao bound", "—", _crb),
+}
+
+
+def render(folder: Path, rel: str) -> str:
+    """The Markdown page for the JSON files in ``folder`` (figures linked as ``rel/<png>``)."""
+    records = _load(folder)
+    head = ["# Results: the DRONE paper's experiments, reproduced", "",
+            "Each row is one `drone experiments NAME --out docs/results` run (figures and a JSON of every number in "
+            "`docs/results/`); this page is generated from those JSON files by "
+            "`python -m drone_training.experiments.report docs/results docs/RESULTS.md`. The `--quick` variant of each "
+            "runs in the test suite (`tests/test_experiments.py`) and asserts the paper's qualitative claims. "
+            "Times are the wall time of the whole command.", ""]
+    m = next(iter(records.values()))["machine"] if records else {}
+    head += [f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, GPU: {m.get('cuda') or 'none'}; the "
+             f"versions of Python, torch and numpy are in each JSON.", "",
+             "| paper | the paper's numbers | ours | command | time |", "|---|---|---|---|---|"]
+    body: list[str] = []
+    for name, (title, paper, section) in _SECTIONS.items():
+        record = records.get(name)
+        command = f"`drone experiments {name} --out docs/results`"
+        if record is None:
+            head.append(f"| {title} | {paper} | not run yet | {command} | – |")
+            continue
+        ours, lines = section(record)
+        head.append(f"| {title} | {paper} | {ours} | {command} | {_time(record)} |")
+        body += ["", f"## {title}", "", *_figures(record, rel), "", *lines]
+    return "\n".join(head + body) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m drone_training.experiments.report RESULTS_DIR OUT.md", file=sys.stderr)
+        return 2
+    folder, out = Path(args[0]), Path(args[1])
+    rel = Path(os.path.relpath(folder.resolve(), out.resolve().parent)).as_posix()
+    out.write_text(render(folder, rel), encoding="utf-8")
+    print(f"wrote {out} from {len(_load(folder))} experiment(s) in {folder}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
