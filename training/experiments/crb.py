@@ -66,7 +66,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _plot(ctx: Context, rows: list[dict[str, Any]], names: list[str]) -> None:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for col, (p, label) in enumerate((("t1", "T1"), ("t2", "T2"))):
@@ -84,6 +84,9 @@ def _plot(ctx: Context, rows: list[dict[str, Any]], names: list[str]) -> None:
             ax.set_xticks(snr)
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
             ax.set_ylabel(f"{what} of {label} / √CRB")
             ax.grid(True, which="both", alpha=0.3)
             if row_index == 1:
