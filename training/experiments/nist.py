@@ -1,9 +1,11 @@
 """Fig. 6: the ISMRM/NIST system phantom (both arrays, 1.5 T) through ``simulate-scan`` and the gadget.
 
 Each array (:func:`drone_core.phantoms.nist_phantom`: 14 spheres in a water-like disc) is written
-as an ISMRMRD scan (:func:`drone_gadgets.scan.write_phantom_scan`: the default schedule, 0.5 %
-noise, the schedule in the header) and replayed through the real ``drone_mrf`` gadget process with
-the shipped model (:func:`drone_gadgets.replay.replay`, what ``drone replay`` runs). Per sphere: mean
+as an ISMRMRD scan by ``drone simulate-scan --phantom nist-t1|nist-t2`` (the default schedule, 0.5 %
+noise, the schedule in the header) and replayed by ``drone replay`` through the real ``drone_mrf``
+gadget process with the shipped model — both run as commands, exactly as a user would (this package
+does not import the stream side, DESIGN.md); the maps are read from the output file's
+``/dataset/image_100`` and ``image_101`` with h5py. Per sphere: mean
 ± sd of the estimated T1 and T2 against the reference values; over the sphere means: R², bias and
 RMSE for every sphere, for those the paper kept (T2 ≥ 30 ms) and for those its second T2 figure kept
 (30 ≤ T2 ≤ 1200 ms) — per array and both together. The paper measured one array (the T1 array fits
@@ -13,7 +15,10 @@ the four shortest and longest T2.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +26,6 @@ import numpy as np
 
 from drone_core.metrics import summary
 from drone_core.phantoms import NIST_BACKGROUND_LABEL, nist_phantom
-from drone_core.schedule import default_schedule
 
 from .common import Context
 
@@ -36,25 +40,40 @@ SUBSETS = {
 }
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    from drone_gadgets import h5io
-    from drone_gadgets.replay import maps_by_slice, replay
-    from drone_gadgets.scan import write_phantom_scan
+def _command(*args: str) -> float:
+    """Run ``drone ARGS…`` in a fresh interpreter; its wall time in s. Raises RuntimeError on failure."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "drone_cli.main", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"drone {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return time.perf_counter() - t0
 
-    schedule = default_schedule()
+
+def _read_map(path: Path, series: int) -> np.ndarray:
+    """The ``(y, x)`` map of the one slice in ``/dataset/image_<series>`` of an ISMRMRD file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        data = np.asarray(f[f"dataset/image_{series}/data"])
+    if data.shape[0] != 1:
+        raise RuntimeError(f"{path}: expected one {series} image, found {data.shape[0]}")
+    return data.reshape(data.shape[-2:]).astype(np.float64)
+
+
+def run(ctx: Context) -> dict[str, Any]:
     matrix = (64, 64) if ctx.quick else (128, 128)
     spheres: list[dict[str, Any]] = []
-    replay_seconds = {}
+    seconds: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         arrays: tuple[Literal["T1", "T2"], ...] = ("T1", "T2")
         for i, array in enumerate(arrays):
             phantom = nist_phantom(array, matrix)
             scan, maps_file = Path(tmp) / f"nist_{array}.h5", Path(tmp) / f"nist_{array}_maps.h5"
-            write_phantom_scan(scan, phantom, schedule, noise_level=NOISE_LEVEL, seed=ctx.seed + i)
-            result = replay(scan, maps_file, settings={"device": ctx.device}, progress=False)
-            replay_seconds[array] = result.seconds
-            maps = maps_by_slice(h5io.read_images(maps_file, "dataset"))[0]
-            t1_map, t2_map = maps["t1"][0][0], maps["t2"][0][0]
+            simulate_s = _command("simulate-scan", str(scan), "--phantom", f"nist-{array.lower()}", "--noise",
+                                  str(NOISE_LEVEL), "--seed", str(ctx.seed + i), "--matrix", *map(str, matrix))
+            replay_s = _command("replay", str(scan), str(maps_file), "--quiet", "--set", f"device={ctx.device}")
+            seconds[array] = {"simulate_scan": simulate_s, "replay": replay_s}
+            t1_map, t2_map = _read_map(maps_file, 100), _read_map(maps_file, 101)
             labels = phantom.labels[0]
             for label, tissue in sorted(phantom.tissues.items()):
                 if label == NIST_BACKGROUND_LABEL:
@@ -64,7 +83,7 @@ def run(ctx: Context) -> dict[str, Any]:
                                 "t1_ref": tissue.t1_ms, "t2_ref": tissue.t2_ms,
                                 "t1_mean": float(t1_map[where].mean()), "t1_sd": float(t1_map[where].std()),
                                 "t2_mean": float(t2_map[where].mean()), "t2_sd": float(t2_map[where].std())})
-            ctx.log(f"NIST {array} array: replayed in {result.seconds:.1f} s")
+            ctx.log(f"NIST {array} array: drone simulate-scan {simulate_s:.1f} s, drone replay {replay_s:.1f} s")
     stats: dict[str, Any] = {}
     for group, members in (("T1 array", ["T1"]), ("T2 array", ["T2"]), ("both", ["T1", "T2"])):
         stats[group] = {}
@@ -74,7 +93,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 p: summary(np.array([s[f"{p}_ref"] for s in chosen]), np.array([s[f"{p}_mean"] for s in chosen]))
                 for p in ("t1", "t2")}}
     _plot(ctx, spheres, stats)
-    return {"matrix": list(matrix), "noise_level": NOISE_LEVEL, "replay_seconds": replay_seconds,
+    return {"matrix": list(matrix), "noise_level": NOISE_LEVEL, "command_seconds": seconds,
             "spheres": spheres, "stats": stats}
 
 

@@ -80,7 +80,8 @@ def _density(r: dict[str, Any]) -> tuple[str, list[str]]:
     lines = [f"{n['dictionary_atoms']:,}-atom dictionary, {n['repetitions']} repetitions per factor, "
              f"{n['steps']:,} optimiser steps per network ({'-'.join(map(str, n['network']))} hidden), "
              f"test noise {n['test_noise']:.1%}. RMSE in ms, mean ± sd over the repetitions:", "",
-             "| factor | training atoms | network T1 | matching T1 | network T2 | matching T2 |", "|---|---|---|---|---|---|"]
+             "| factor | training atoms | network T1 | matching T1 | network T2 | matching T2 |",
+             "|---|---|---|---|---|---|"]
     for e in n["per_factor"]:
         cells = [f"{e[k]['mean']:.1f} ± {e[k]['sd']:.1f}" for k in ("nn_t1_rmse", "dm_t1_rmse", "nn_t2_rmse",
                                                                      "dm_t2_rmse")]
@@ -100,9 +101,12 @@ def _nist(r: dict[str, Any]) -> tuple[str, list[str]]:
             f"{_f(kept['t1']['bias'])} ms, RMSE {_f(kept['t1']['rmse'])} / {_f(kept['t2']['rmse'])} ms; "
             f"30–1200 ms: T2 bias {_f(s['T1 array']['t2_30_to_1200']['t2']['bias'])}, RMSE "
             f"{_f(s['T1 array']['t2_30_to_1200']['t2']['rmse'])} ms")
-    lines = [f"Matrix {n['matrix'][0]}×{n['matrix'][1]}, noise {n['noise_level']:.1%}, replayed through the gadget "
-             f"process ({', '.join(f'{k} array {v:.1f} s' for k, v in n['replay_seconds'].items())}).", "",
-             "| spheres | n | T1 R² | T1 bias | T1 RMSE | T2 R² | T2 bias | T2 RMSE |", "|---|---|---|---|---|---|---|---|"]
+    runs = ", ".join(f"{k} array: simulate-scan {v['simulate_scan']:.1f} s, replay {v['replay']:.1f} s"
+                     for k, v in n["command_seconds"].items())
+    lines = [f"Matrix {n['matrix'][0]}×{n['matrix'][1]}, noise {n['noise_level']:.1%}; `drone simulate-scan` then "
+             f"`drone replay` through the gadget process ({runs}).", "",
+             "| spheres | n | T1 R² | T1 bias | T1 RMSE | T2 R² | T2 bias | T2 RMSE |",
+             "|---|---|---|---|---|---|---|---|"]
     names = {"all": "all", "t2_ge_30": "T2 ≥ 30 ms", "t2_30_to_1200": "30 ≤ T2 ≤ 1200 ms"}
     for group, subsets in s.items():
         for key, st in subsets.items():
@@ -124,8 +128,10 @@ def _nist(r: dict[str, Any]) -> tuple[str, list[str]]:
 
 def _table1(r: dict[str, Any]) -> tuple[str, list[str]]:
     t = r["numbers"]["tissues"]
-    cell: Callable[[dict[str, Any], str], str] = lambda d, p: f"{d[p]['mean']:.0f} ± {d[p]['sd']:.0f}" \
-        if p == "t1" else f"{d[p]['mean']:.1f} ± {d[p]['sd']:.1f}"
+
+    def cell(d: dict[str, Any], p: str) -> str:
+        return f"{d[p]['mean']:.0f} ± {d[p]['sd']:.0f}" if p == "t1" else f"{d[p]['mean']:.1f} ± {d[p]['sd']:.1f}"
+
     ours = "; ".join(f"{k} {cell(v['network'], 't1')} / {cell(v['network'], 't2')}" for k, v in t.items())
     lines = [f"{r['numbers']['slices']} slices of {r['numbers']['matrix'][0]}×{r['numbers']['matrix'][1]}, noise "
              f"{r['numbers']['noise_level']:.0%}; ROI mean ± sd in ms:", "",
@@ -236,7 +242,7 @@ def render(folder: Path, rel: str) -> str:
             "`docs/results/`); this page is generated from those JSON files by "
             "`python -m drone_training.experiments.report docs/results docs/RESULTS.md`. The `--quick` variant of each "
             "runs in the test suite (`tests/test_experiments.py`) and asserts the paper's qualitative claims. "
-            "Times are the wall time of the whole command.", ""]
+            "Times are each experiment's wall time on this machine (interpreter start-up not included).", ""]
     m = next(iter(records.values()))["machine"] if records else {}
     head += [f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, GPU: {m.get('cuda') or 'none'}; the "
              f"versions of Python, torch and numpy are in each JSON.", "",
