@@ -82,7 +82,8 @@ def _image(rng_seed: int, shape: tuple[int, int], dtype: str) -> ismrmrd.Image:
 
 messages = st.one_of(
     st.builds(ConfigFile, st.text(max_size=40).filter(lambda s: "\x00" not in s and s == s.strip())),
-    st.builds(ConfigText, st.text(max_size=200)),
+    # trailing NULs of text bodies are dropped on reading (clients count a C string's terminator)
+    st.builds(ConfigText, st.text(max_size=200).filter(lambda s: not s.endswith("\x00"))),
     st.builds(Text, st.text(max_size=200).filter(lambda s: not s.endswith("\x00"))),
     st.builds(Header, st.binary(max_size=200).map(lambda b: b.rstrip(b"\x00"))),
     st.builds(_image, st.integers(0, 1000), st.tuples(st.integers(1, 16), st.integers(1, 16)),
