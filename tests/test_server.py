@@ -487,10 +487,13 @@ def test_sigterm_stops_the_process_cleanly_with_a_client_in_flight() -> None:
     assert "SIGTERM received" in err and out == ""
 
 
-#: The soak's bound: after the warm-up, resident memory may wander by allocator noise but not grow
-#: with the number of slices (measured: +5.9 MiB over 2,000 slices, docs/SERVER.md).
+#: The soak's bound: after the warm-up, resident memory wanders by allocator noise (±13 MiB over 300
+#: slices here) but must not grow with the slices: a leak of even 100 KB per slice (a 16th of one
+#: slice's frames) would add 29 MiB over these 294 slices. Measured over 2,000 slices: +5.9 MiB
+#: (docs/SERVER.md). The slope is reported but not asserted: over 300 slices it is noise (±2.5 MiB
+#: per 100 slices between runs).
 SOAK_GROWTH_MIB = 24.0
-SOAK_SLOPE_MIB_PER_100 = 2.0
+SOAK_PEAK_MIB = 40.0
 
 
 def test_soak_memory_stays_flat(tmp_path: Path) -> None:
@@ -502,7 +505,7 @@ def test_soak_memory_stays_flat(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["slices"] == 300 and result["server_exit_status"] == 0
     assert result["growth_after_warmup_mib"] < SOAK_GROWTH_MIB, result
-    assert result["slope_mib_per_100_slices"] < SOAK_SLOPE_MIB_PER_100, result
+    assert result["rss_peak_mib"] - result["rss_after_warmup_mib"] < SOAK_PEAK_MIB, result
 
 
 def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
