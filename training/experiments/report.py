@@ -203,7 +203,7 @@ _READING: dict[str, str] = {
              "network shows its approximation error. With noise, both are limited by the noise and stay close to "
              "each other (see the Cramér–Rao section): the network's advantage is speed and memory, not accuracy at "
              "the grid points. The paper's phantom was BrainWeb's; ours is an MNI152-derived label map with "
-             "BrainWeb's 1.5 T values (docs/SIGNAL_MODEL.md, drone_core/phantom_data/README.md).",
+             "BrainWeb's 1.5 T values (drone_core/phantom_data/README.md).",
     "density": "Both estimators are tested on the full dictionary with 0.5 % noise; matching searches the same sparse "
                "atoms the network was trained on. Each repetition draws its own uniform random subset (stride "
                "sub-sampling of the T1-major grid aliased with its rows at factor 40 and tripled both estimators' T1 "
