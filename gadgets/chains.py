@@ -26,7 +26,7 @@ from typing import Iterable
 
 from .errors import SettingsError
 from .mrd import parameters_from_json
-from .settings import parse_properties
+from .settings import parse_properties, xml_child, xml_local_name
 
 __all__ = ["Chain", "ChainCatalog", "ChainError", "chain_from_text", "DEFAULT_CHAIN", "NEUTRAL_GADGETS"]
 
@@ -62,26 +62,18 @@ class Chain:
     source: str = "built-in"
 
 
-def _local(tag: object) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-def _child(element: ET.Element, name: str) -> ET.Element | None:
-    return next((c for c in element if _local(c.tag) == name), None)
-
-
 def _chain_from_xml(root: ET.Element, name: str, source: str) -> Chain:
-    if _local(root.tag) != "configuration":
-        raise ChainError(f"chain {name!r}: the root element is <{_local(root.tag)}>, expected <configuration>")
-    stream = _child(root, "stream")
+    if xml_local_name(root.tag) != "configuration":
+        raise ChainError(f"chain {name!r}: the root element is <{xml_local_name(root.tag)}>, expected <configuration>")
+    stream = xml_child(root, "stream")
     if stream is None:  # the external node's own <configuration> of properties
         return Chain(name, parse_properties(root), source)
     ours: list[ET.Element] = []
     foreign: list[str] = []
     for node in stream:
-        kind = _local(node.tag)
+        kind = xml_local_name(node.tag)
         if kind == "external":
-            execute = _child(node, "execute")
+            execute = xml_child(node, "execute")
             if execute is not None and execute.get("name") == _MODULE and execute.get("target") == _TARGET:
                 ours.append(node)
             elif execute is not None:
@@ -89,7 +81,7 @@ def _chain_from_xml(root: ET.Element, name: str, source: str) -> Chain:
             else:
                 foreign.append("external <connect> node (a debugging chain; use the one that executes the gadget)")
         elif kind == "gadget":
-            classname = _child(node, "classname")
+            classname = xml_child(node, "classname")
             cls = (classname.text or "").strip() if classname is not None else "?"
             if cls not in NEUTRAL_GADGETS:
                 foreign.append(cls)
@@ -101,7 +93,7 @@ def _chain_from_xml(root: ET.Element, name: str, source: str) -> Chain:
     if len(ours) != 1:
         raise ChainError(f"chain {name!r} has {len(ours)} <external> nodes executing {_MODULE}:{_TARGET}; "
                          f"expected exactly one")
-    config = _child(ours[0], "configuration")
+    config = xml_child(ours[0], "configuration")
     return Chain(name, parse_properties(config) if config is not None else {}, source)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from drone_core.schedule import Schedule
 
 from .errors import ScheduleMismatchError
+from .settings import xml_local_name
 
 __all__ = ["SequenceParameters", "sequence_parameters", "schedule_from_header", "check_header_schedule"]
 
@@ -50,10 +51,6 @@ class SequenceParameters:
         return [name for name, values in names if not values]
 
 
-def _local(tag: object) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
 def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
     """Read ``<sequenceParameters>`` from the ISMRMRD header XML; None when it has none.
 
@@ -66,12 +63,12 @@ def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise ValueError(f"the ISMRMRD header is not valid XML ({exc})") from None
-    node = next((e for e in root.iter() if _local(e.tag) == "sequenceParameters"), None)
+    node = next((e for e in root.iter() if xml_local_name(e.tag) == "sequenceParameters"), None)
     if node is None:
         return None
     lists: dict[str, list[float]] = {"flipAngle_deg": [], "TR": [], "TE": [], "TI": []}
     for child in node:
-        name = _local(child.tag)
+        name = xml_local_name(child.tag)
         if name in lists:
             try:
                 value = float((child.text or "").strip())

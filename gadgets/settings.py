@@ -38,6 +38,8 @@ __all__ = [
     "parse_settings",
     "settings_from_properties",
     "settings_table",
+    "xml_child",
+    "xml_local_name",
 ]
 
 #: The maps the gadget can emit, in emission order.
@@ -278,15 +280,15 @@ def parse_properties(config: bytes | str | ET.Element | None) -> dict[str, str]:
             raise SettingsError(f"the gadget configuration is not valid XML ({exc}): {text[:200]!r}") from None
     properties: dict[str, str] = {}
     for element in root.iter():
-        if _local(element.tag) != "property":
+        if xml_local_name(element.tag) != "property":
             continue
         name = element.get("name")
         value = element.get("value")
         if name is None:
-            child = _child(element, "name")
+            child = xml_child(element, "name")
             name = child.text if child is not None else None
         if value is None:
-            child = _child(element, "value")
+            child = xml_child(element, "value")
             value = (child.text or "") if child is not None else None
         if not name or not name.strip():
             raise SettingsError(f"a <property> of the gadget configuration has no name: {ET.tostring(element)!r}")
@@ -312,13 +314,15 @@ def parse_settings(config: bytes | str | None) -> GadgetSettings:
     return settings_from_properties(parse_properties(config))
 
 
-def _local(tag: Any) -> str:
+def xml_local_name(tag: Any) -> str:
+    """An element's tag without its namespace (``"{ns}property"`` → ``"property"``; comments → ``""``)."""
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
-def _child(element: ET.Element, name: str) -> ET.Element | None:
+def xml_child(element: ET.Element, name: str) -> ET.Element | None:
+    """The first child of ``element`` whose local name is ``name``, or None."""
     for child in element:
-        if _local(child.tag) == name:
+        if xml_local_name(child.tag) == name:
             return child
     return None
 
