@@ -135,8 +135,8 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
     t_connect = time.perf_counter()
     stream_start = t_connect
     try:
-        preamble: list[Any] = [ConfigText(config_text) if config_text is not None else ConfigFile(config or "drone_images"),
-                    Header(source.header)]
+        config_message = ConfigText(config_text) if config_text is not None else ConfigFile(config or "drone_images")
+        preamble: list[Any] = [config_message, Header(source.header)]
         if properties:
             preamble.append(Text(json.dumps({"parameters": properties})))
         sock.sendall(b"".join(encode(m) for m in preamble))
