@@ -44,9 +44,10 @@ from typing import Union
 import numpy as np
 import torch
 
+from .excitation import DEFAULT_N_POSITIONS, ProfileTable, profile_table
 from .schedule import Schedule
 
-__all__ = ["simulate", "simulate_sequence", "ArrayLike"]
+__all__ = ["simulate", "simulate_sequence", "ArrayLike", "DEFAULT_CHUNK_SIZE"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, float, "list[float]"]
 
@@ -88,6 +89,7 @@ def simulate_sequence(
     t1_ms: torch.Tensor,
     t2_ms: torch.Tensor,
     b1: torch.Tensor | float = 1.0,
+    profile: ProfileTable | None = None,
 ) -> torch.Tensor:
     """EPG signal of every tissue for a schedule given as tensors (the differentiable core).
 
@@ -100,33 +102,61 @@ def simulate_sequence(
         t1_ms: ``(n,)`` longitudinal relaxation times, ms.
         t2_ms: ``(n,)`` transverse relaxation times, ms.
         b1: relative transmit field, scalar or ``(n,)``.
+        profile: the slice profile (:func:`drone_core.excitation.profile_table`), or None for an
+            ideal slice. With a profile the signal is the slice integral ``Σ_j w_j · s(θ(z_j; B1·α))``.
 
     Returns:
         complex tensor ``(n, n_frames)``: F0 at TE of every frame, for M0 = 1, in the dtype's
         complex counterpart, on the inputs' device.
     """
     dtype, device = t1_ms.dtype, t1_ms.device
-    n_frames = flip_angle_deg.shape[0]
-    alpha = torch.deg2rad(flip_angle_deg)  # (N,)
     b1 = torch.as_tensor(b1, dtype=dtype, device=device)
     if b1.ndim == 0:
-        alpha_eff = (alpha * b1)[:, None]  # (N, 1): same rotation for every atom
+        alpha_deg = (flip_angle_deg * b1)[:, None]  # (N, 1): same rotation for every atom
     else:
-        alpha_eff = alpha[:, None] * b1[None, :]  # (N, n)
-    cos_a, sin_a = torch.cos(alpha_eff), torch.sin(alpha_eff)
-    half_cos, half_sin = 0.5 * cos_a, 0.5 * sin_a
+        alpha_deg = flip_angle_deg[:, None] * b1[None, :]  # (N, n)
 
     r1 = 1.0 / t1_ms  # (n,)
     r2 = 1.0 / t2_ms
     e1 = torch.exp(-tr_ms[:, None] * r1[None, :])  # (N, n)
     e2 = torch.exp(-tr_ms[:, None] * r2[None, :])
-    recovery = 1.0 - e1
     e2_te = torch.exp(-torch.as_tensor(te_ms, dtype=dtype, device=device) * r2)  # (n,)
     e1_ti = torch.exp(-torch.as_tensor(ti_ms, dtype=dtype, device=device) * r1)
     eta = torch.as_tensor(inversion_efficiency, dtype=dtype, device=device)
     z0 = (1.0 - 2.0 * eta) * e1_ti + (1.0 - e1_ti)  # (n,)
-
     n = t1_ms.shape[0]
+    if profile is None:
+        f0 = _epg_frames(torch.deg2rad(alpha_deg), e1, e2, z0)  # (n, N)
+    else:
+        # Every (atom, position) pair is one EPG row, atom-major: row = atom·p + position.
+        p = profile.n_positions
+        theta = profile.flip_angles(alpha_deg)  # (N, n or 1, p)
+        theta = theta.expand(theta.shape[0], n, p).reshape(theta.shape[0], n * p)
+
+        def per_position(x: torch.Tensor) -> torch.Tensor:
+            return x.unsqueeze(-1).expand(*x.shape, p).reshape(*x.shape[:-1], x.shape[-1] * p)
+
+        rows = _epg_frames(torch.deg2rad(theta), per_position(e1), per_position(e2), per_position(z0))
+        weights = torch.as_tensor(profile.weights, dtype=dtype, device=device)
+        f0 = torch.einsum("apf,p->af", rows.reshape(n, p, -1), weights)
+    f0 = f0 * e2_te[:, None]  # (n, N) = Im F0
+    return torch.complex(torch.zeros_like(f0), f0)
+
+
+def _epg_frames(alpha: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """The EPG recursion: ``Im F0`` before the TE decay, ``(rows, N)``.
+
+    Args:
+        alpha: ``(N, rows)`` or ``(N, 1)`` rotations about x, rad.
+        e1, e2: ``(N, rows)`` relaxation factors over each TR.
+        z0: ``(rows,)`` longitudinal magnetisation before the first pulse.
+    """
+    dtype, device = z0.dtype, z0.device
+    n_frames = alpha.shape[0]
+    cos_a, sin_a = torch.cos(alpha), torch.sin(alpha)
+    half_cos, half_sin = 0.5 * cos_a, 0.5 * sin_a
+    recovery = 1.0 - e1
+    n = z0.shape[0]
     zeros_row = torch.zeros((1, n), dtype=dtype, device=device)
     u = zeros_row
     v = zeros_row
@@ -159,8 +189,7 @@ def simulate_sequence(
             v = torch.cat([v, zeros_row.expand(keep - v.shape[0], n)], dim=0)
         if z.shape[0] < keep:
             z = torch.cat([z, zeros_row.expand(keep - z.shape[0], n)], dim=0)
-    f0 = torch.stack(samples, dim=1) * e2_te[:, None]  # (n, N) = Im F0
-    return torch.complex(torch.zeros_like(f0), f0)
+    return torch.stack(samples, dim=1)
 
 
 def simulate(
@@ -172,8 +201,13 @@ def simulate(
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    n_positions: int = DEFAULT_N_POSITIONS,
 ) -> np.ndarray | torch.Tensor:
     """Simulate the signal of tissues under ``schedule`` with the normative model (M0 = 1).
+
+    When the schedule declares an ``excitation``, the signal is the slice integral over its
+    flip-angle profile (``n_positions`` positions per half slice, :mod:`drone_core.excitation`),
+    which costs about ``n_positions`` times the ideal-profile simulation.
 
     Args:
         schedule: the acquisition schedule.
@@ -184,7 +218,8 @@ def simulate(
             input's dtype for tensor input.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``; default the input tensor's device (CPU for
             numpy input).
-        chunk_size: atoms simulated at once (bounds memory).
+        chunk_size: atoms simulated at once (bounds memory; divided by ``n_positions`` with a profile).
+        n_positions: slice positions of the profile integral (ignored without an excitation).
 
     Returns:
         ``(n, n_frames)`` complex signal: a numpy array (complex64/complex128) when ``t1_ms`` is not
@@ -228,13 +263,17 @@ def simulate(
 
     fa = torch.as_tensor(schedule.flip_angle_deg, dtype=dtype, device=device)
     tr = torch.as_tensor(schedule.tr_ms, dtype=dtype, device=device)
+    profile = None
+    if schedule.excitation is not None:
+        profile = profile_table(schedule.excitation, int(n_positions))
+        chunk_size = max(1, chunk_size // profile.n_positions)
     n = t1.numel()
     parts = []
     for start in range(0, n, chunk_size):
         sl = slice(start, min(start + chunk_size, n))
         b1_chunk = b1_arg if not isinstance(b1_arg, torch.Tensor) or b1_arg.ndim == 0 else b1_arg[sl]
         parts.append(simulate_sequence(fa, tr, schedule.te_ms, schedule.ti_ms, schedule.inversion_efficiency,
-                                       t1[sl], t2[sl], b1_chunk))
+                                       t1[sl], t2[sl], b1_chunk, profile))
     if n == 0:
         out = torch.zeros((0, schedule.n_frames), dtype=torch.complex128 if dtype == torch.float64
                           else torch.complex64, device=device)

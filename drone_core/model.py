@@ -43,6 +43,7 @@ from .schedule import Schedule
 __all__ = [
     "DroneMLP",
     "DroneModel",
+    "B1Use",
     "Estimate",
     "normalise_fingerprints",
     "default_model",
@@ -95,11 +96,12 @@ class DroneMLP(nn.Module):
         n_frames: input length N (frames per fingerprint).
         hidden: widths of the hidden layers (paper: ``(300, 300)``).
         activation: hidden activation, one of :data:`ACTIVATIONS` (paper: ``"tanh"``).
-        n_outputs: number of estimated parameters (2: T1, T2).
+        n_outputs: number of estimated parameters (2: T1, T2; 3: T1, T2, B1).
+        n_extra_inputs: inputs after the fingerprint (1: the voxel's B1).
     """
 
     def __init__(self, n_frames: int = 25, hidden: Sequence[int] = (300, 300), activation: str = "tanh",
-                 n_outputs: int = 2) -> None:
+                 n_outputs: int = 2, n_extra_inputs: int = 0) -> None:
         super().__init__()
         if n_frames < 1:
             raise ValueError(f"n_frames: expected ≥ 1, got {n_frames}")
@@ -111,8 +113,11 @@ class DroneMLP(nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
         self.n_outputs = int(n_outputs)
+        self.n_extra_inputs = int(n_extra_inputs)
+        if self.n_extra_inputs < 0:
+            raise ValueError(f"n_extra_inputs: expected ≥ 0, got {n_extra_inputs}")
         layers: list[nn.Module] = []
-        width = self.n_frames
+        width = self.n_frames + self.n_extra_inputs
         for h in self.hidden:
             layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
             width = h
@@ -120,19 +125,23 @@ class DroneMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, n_frames)`` normalised fingerprints → ``(n, n_outputs)`` in [0, 1]."""
+        """``(n, n_frames + n_extra_inputs)`` normalised fingerprints (and B1 feature) → ``(n, n_outputs)`` in [0, 1]."""
         return self.layers(x)
 
     def architecture(self) -> dict[str, Any]:
         """JSON-ready description (stored in model files)."""
-        return {"type": "mlp", "n_frames": self.n_frames, "hidden": list(self.hidden),
-                "activation": self.activation, "n_outputs": self.n_outputs, "output": "sigmoid"}
+        arch: dict[str, Any] = {"type": "mlp", "n_frames": self.n_frames, "hidden": list(self.hidden),
+                                "activation": self.activation, "n_outputs": self.n_outputs, "output": "sigmoid"}
+        if self.n_extra_inputs:
+            arch["n_extra_inputs"] = self.n_extra_inputs
+        return arch
 
     @classmethod
     def from_architecture(cls, arch: dict[str, Any]) -> "DroneMLP":
         if arch.get("type") != "mlp" or arch.get("output") != "sigmoid":
             raise ValueError(f"architecture: expected an mlp with sigmoid output, got {arch}")
-        return cls(int(arch["n_frames"]), tuple(arch["hidden"]), str(arch["activation"]), int(arch["n_outputs"]))
+        return cls(int(arch["n_frames"]), tuple(arch["hidden"]), str(arch["activation"]), int(arch["n_outputs"]),
+                   int(arch.get("n_extra_inputs", 0)))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -176,6 +185,45 @@ def normalise_fingerprints(signals: np.ndarray | torch.Tensor, n_frames: int | N
     return x, valid
 
 
+@dataclass(frozen=True)
+class B1Use:
+    """How a model uses the relative transmit field B1.
+
+    Attributes:
+        input: the network takes the voxel's B1 (from a B1 map) as an input after the fingerprint,
+            as the feature ``(b1 − centre)/half_width`` of ``range``.
+        output: the network estimates B1 from the fingerprint (a third sigmoid output over ``range``).
+        range: ``(low, high)`` B1 values the model was trained over; inputs outside get no estimate.
+    """
+
+    input: bool = False
+    output: bool = False
+    range: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo <= hi):
+            raise ValueError(f"b1 range: expected 0 < low ≤ high, got ({lo}, {hi})")
+        if (self.input or self.output) and not lo < hi:
+            raise ValueError(f"b1 range: a model that takes or estimates B1 needs low < high, got ({lo}, {hi})")
+        object.__setattr__(self, "range", (lo, hi))
+
+    def feature(self, b1: torch.Tensor) -> torch.Tensor:
+        """The network's B1 input: ``(b1 − centre)/half_width`` of the range, ``(n,)`` → ``(n, 1)``."""
+        lo, hi = self.range
+        return ((b1 - 0.5 * (lo + hi)) / (0.5 * (hi - lo))).unsqueeze(1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "output": self.output, "range": list(self.range)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "B1Use":
+        if not data:
+            return cls()
+        return cls(bool(data.get("input", False)), bool(data.get("output", False)),
+                   tuple(data.get("range", (1.0, 1.0))))  # type: ignore[arg-type]
+
+
 class Estimate(NamedTuple):
     """Per-voxel estimates: ``(n,)`` float32 arrays; NaN/0 where the signal was invalid."""
 
@@ -206,6 +254,8 @@ class DroneModel:
             (y = (ln T − ln low)/(ln high − ln low): equal relative precision over the range).
         training: facts about training (epochs, noise, data, time, hardware, metrics …).
         version: package version that wrote the model.
+        b1: how the model uses B1 (:class:`B1Use`): as an input, as an output, or not at all
+            (trained at B1 = 1).
     """
 
     network: DroneMLP
@@ -215,8 +265,16 @@ class DroneModel:
     training: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
     target_transform: str = "linear"
+    b1: B1Use = field(default_factory=B1Use)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.b1, B1Use):
+            raise TypeError(f"b1: expected a B1Use, got {type(self.b1).__name__}")
+        if self.network.n_extra_inputs != int(self.b1.input):
+            raise ValueError(f"network: {self.network.n_extra_inputs} extra input(s) but b1.input is {self.b1.input}")
+        if self.network.n_outputs != 2 + int(self.b1.output):
+            raise ValueError(f"network: {self.network.n_outputs} outputs but b1.output is {self.b1.output} "
+                             f"(expected {2 + int(self.b1.output)})")
         if self.network.n_frames != self.schedule.n_frames:
             raise ValueError(f"network: expects {self.network.n_frames} frames but the schedule has "
                              f"{self.schedule.n_frames}")
@@ -247,14 +305,26 @@ class DroneModel:
         self._fast.clear()
         return self
 
-    def targets_to_unit(self, t1_ms: torch.Tensor, t2_ms: torch.Tensor) -> torch.Tensor:
-        """``(n,), (n,)`` ms → ``(n, 2)`` normalised targets in [0, 1] (training side)."""
+    def targets_to_unit(self, t1_ms: torch.Tensor, t2_ms: torch.Tensor, b1: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n,), (n,)`` ms [and ``(n,)`` B1 for a B1-estimating model] → ``(n, n_outputs)``
+        normalised targets in [0, 1] (training side)."""
         if self.target_transform == "log":
             (lo1, hi1), (lo2, hi2) = (tuple(math.log(v) for v in r) for r in (self.t1_range_ms, self.t2_range_ms))
             t1_ms, t2_ms = torch.log(t1_ms), torch.log(t2_ms)
         else:
             (lo1, hi1), (lo2, hi2) = self.t1_range_ms, self.t2_range_ms
-        return torch.stack([(t1_ms - lo1) / (hi1 - lo1), (t2_ms - lo2) / (hi2 - lo2)], dim=1)
+        cols = [(t1_ms - lo1) / (hi1 - lo1), (t2_ms - lo2) / (hi2 - lo2)]
+        if self.b1.output:
+            if b1 is None:
+                raise ValueError("b1: a B1-estimating model needs the atoms' B1 as a target")
+            lo, hi = self.b1.range
+            cols.append((b1 - lo) / (hi - lo))
+        return torch.stack(cols, dim=1)
+
+    def unit_to_b1(self, y: torch.Tensor) -> torch.Tensor:
+        """The B1 output column of ``y`` ``(n, 3)`` → relative B1 ``(n,)`` (B1-estimating models)."""
+        lo, hi = self.b1.range
+        return lo + (hi - lo) * y[:, 2]
 
     def unit_to_ms(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n, 2)`` network output in [0, 1] → T1, T2 in ms."""
@@ -301,12 +371,15 @@ class DroneModel:
         return torch.sigmoid(h.float())
 
     @torch.inference_mode()
-    def predict(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
+    def predict(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int = 65536,
                 precision: Precision = "auto") -> tuple[np.ndarray, np.ndarray]:
         """T1 and T2 of every fingerprint.
 
         Args:
             signals: ``(n, n_frames)`` magnitudes of any scale (complex → magnitude), numpy or torch.
+            b1: the voxels' relative B1 (from a B1 map), ``(n,)``, or None for B1 = 1. Only a model
+                with ``b1.input`` takes it (others refuse it); voxels outside the model's B1 range
+                get NaN.
             batch_size: voxels per forward pass (bounds memory).
             precision: ``"auto"`` (bf16 where it is native, see :func:`resolve_precision`), ``"fp32"``
                 or ``"bf16"``. bf16 is ~3× faster on CPUs with AVX512-BF16/AMX; its accuracy cost on the
@@ -315,33 +388,89 @@ class DroneModel:
         Returns:
             ``(t1_ms, t2_ms)`` float32 numpy arrays ``(n,)``; NaN where the signal is zero/not finite.
         """
-        t1, t2, _ = self._predict_tensors(signals, batch_size=batch_size, precision=precision)
+        t1, t2, _, _ = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
         return t1.cpu().numpy(), t2.cpu().numpy()
 
-    def _predict_tensors(self, signals: np.ndarray | torch.Tensor, *, batch_size: int,
-                         precision: Precision) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @torch.inference_mode()
+    def predict_b1(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
+                   precision: Precision = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """T1, T2 and B1 of every fingerprint, for a model that estimates B1 (``b1.output``).
+
+        Returns:
+            ``(t1_ms, t2_ms, b1)`` float32 ``(n,)``; NaN where the signal is zero/not finite.
+        """
+        if not self.b1.output:
+            raise ValueError("this model does not estimate B1 (b1.output is False); give a B1 map instead")
+        t1, t2, b1, _ = self._predict_tensors(signals, None, batch_size=batch_size, precision=precision)
+        assert b1 is not None
+        return t1.cpu().numpy(), t2.cpu().numpy(), b1.cpu().numpy()
+
+    def _b1_input(self, b1: Any, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The network's B1 feature ``(n, 1)`` and the in-range mask ``(n,)`` (None for models without input)."""
+        if not self.b1.input:
+            if b1 is not None:
+                raise ValueError("b1: this model takes no B1 input (it was trained at B1 = 1); use a model trained "
+                                 "with a B1 input, or pass b1=None")
+            return None, None
+        if b1 is None:
+            values = torch.ones(n, dtype=torch.float32, device=self.device)
+        else:
+            arr = b1.detach() if isinstance(b1, torch.Tensor) else torch.as_tensor(np.asarray(b1, dtype=np.float32))
+            values = arr.to(device=self.device, dtype=torch.float32).reshape(-1)
+            if values.numel() == 1 and n != 1:
+                values = values.expand(n)
+            if values.shape != (n,):
+                raise ValueError(f"b1: expected None, a number or shape ({n},) like the signals, got shape "
+                                 f"{tuple(arr.shape)}")
+        lo, hi = self.b1.range
+        tol = 1e-6 * hi
+        in_range = torch.isfinite(values) & (values >= lo - tol) & (values <= hi + tol)
+        feature = self.b1.feature(torch.where(in_range, values, torch.ones_like(values)))
+        return feature, in_range
+
+    def _predict_tensors(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int,
+                         precision: Precision) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         precision = resolve_precision(precision, self.device)  # type: ignore[assignment]
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         x, valid = normalise_fingerprints(signals, self.n_frames, device=self.device)
+        feature, in_range = self._b1_input(b1, x.shape[0])
+        if feature is not None and in_range is not None:
+            x = torch.cat([x, feature.to(x.dtype)], dim=1)
+            valid = valid & in_range
         self.network.eval()
         outs = [self._forward_fast(x[i:i + batch_size], precision) for i in range(0, x.shape[0], batch_size)]
-        y = torch.cat(outs) if outs else torch.zeros((0, 2), device=self.device)
+        y = torch.cat(outs) if outs else torch.zeros((0, self.network.n_outputs), device=self.device)
         t1, t2 = self.unit_to_ms(y)
         nan = torch.full_like(t1, float("nan"))
-        return torch.where(valid, t1, nan), torch.where(valid, t2, nan), valid
+        b1_est = torch.where(valid, self.unit_to_b1(y), nan) if self.b1.output else None
+        return torch.where(valid, t1, nan), torch.where(valid, t2, nan), b1_est, valid
 
-    def estimate(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
+    def estimate(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int = 65536,
                  precision: Precision = "auto") -> Estimate:
-        """T1, T2 and M0 of every fingerprint (M0 in the signal's units, see the module docstring)."""
+        """T1, T2 and M0 of every fingerprint (M0 in the signal's units, see the module docstring).
+
+        Args:
+            signals: ``(n, n_frames)`` magnitudes.
+            b1: ``(n,)`` relative B1 of the voxels, or None (see :meth:`predict`); a B1-estimating
+                model uses its own estimate for M0.
+        """
         with torch.inference_mode():
-            t1, t2, valid = self._predict_tensors(signals, batch_size=batch_size, precision=precision)
+            t1, t2, b1_est, valid = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
         t1_np, t2_np, valid_np = t1.cpu().numpy(), t2.cpu().numpy(), valid.cpu().numpy()
+        if b1_est is not None:
+            b1_np = b1_est.cpu().numpy().astype(np.float64)
+        elif b1 is not None:
+            raw = b1.detach().cpu().numpy() if isinstance(b1, torch.Tensor) else np.asarray(b1)
+            b1_np = np.broadcast_to(raw.astype(np.float64).reshape(-1), t1_np.shape)
+        else:
+            b1_np = np.ones(t1_np.shape)
         mags = np.abs(signals.detach().cpu().numpy() if isinstance(signals, torch.Tensor) else np.asarray(signals))
         m0 = np.zeros(t1_np.shape, dtype=np.float32)
         if valid_np.any():
             atoms = np.abs(simulate(self.schedule, t1_np[valid_np].astype(np.float64),
-                                    np.clip(t2_np[valid_np], 1e-3, None).astype(np.float64)))
+                                    np.clip(t2_np[valid_np], 1e-3, None).astype(np.float64),
+                                    b1_np[valid_np]))
             m0[valid_np] = fit_m0(np.where(np.isfinite(mags[valid_np]), mags[valid_np], 0).astype(np.float32),
                                   atoms.astype(np.float32))
         return Estimate(t1_np, t2_np, m0)
@@ -358,7 +487,9 @@ class DroneModel:
             "t1_range_ms": list(self.t1_range_ms),
             "t2_range_ms": list(self.t2_range_ms),
             "input": {"magnitude": True, "norm": "l2", "scale": "sqrt(n_frames)"},
-            "target": {"transform": self.target_transform, "order": ["t1_ms", "t2_ms"]},
+            "target": {"transform": self.target_transform,
+                       "order": ["t1_ms", "t2_ms"] + (["b1"] if self.b1.output else [])},
+            "b1": self.b1.to_dict(),
             "architecture": self.network.architecture(),
             "training": self.training,
         }
@@ -419,7 +550,7 @@ class DroneModel:
             raise ValueError(f"{p}: weights do not fit the recorded architecture ({exc})") from exc
         model = cls(network, schedule, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]),
                     meta.get("training", {}), meta.get("drone_version", "unknown"),
-                    meta.get("target", {}).get("transform", "linear"))
+                    meta.get("target", {}).get("transform", "linear"), B1Use.from_dict(meta.get("b1")))
         return model.to(device)
 
 

@@ -5,7 +5,12 @@ A schedule is everything the signal model needs besides the tissue: per-frame fl
 efficiency. It is stored as JSON (``DESIGN.md``, "Files and formats")::
 
     {"name": str, "flip_angle_deg": [N floats], "tr_ms": [N floats],
-     "te_ms": float, "ti_ms": float, "inversion_efficiency": float}
+     "te_ms": float, "ti_ms": float, "inversion_efficiency": float,
+     "excitation": {"shape": "sinc", "time_bandwidth": float, "apodization": "hann" | "hamming" | "none"}}
+
+``excitation`` is optional: without it the slice profile is ideal (every isochromat sees the
+nominal flip angle, the model before slice profiles were added); with it the signal is the slice
+integral over the pulse's flip-angle profile (:mod:`drone_core.excitation`).
 
 Loading validates every field and names the one that is wrong. :meth:`Schedule.digest` is a
 stable fingerprint of the physics (not the name), so a model can tell whether a signal was
@@ -24,12 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .excitation import Excitation
+
 __all__ = ["Schedule", "default_schedule", "DEFAULT_SCHEDULE_NAME"]
 
 #: File name of the package's default schedule under ``drone_core/schedules``.
 DEFAULT_SCHEDULE_NAME = "epi_mrf_25.json"
 
-_FIELDS = ("name", "flip_angle_deg", "tr_ms", "te_ms", "ti_ms", "inversion_efficiency")
+_FIELDS = ("name", "flip_angle_deg", "tr_ms", "te_ms", "ti_ms", "inversion_efficiency", "excitation")
 
 #: Number of decimals kept by :meth:`Schedule.digest` (values are rounded so that a JSON
 #: round trip or a float32 copy of the schedule gives the same digest).
@@ -65,6 +72,8 @@ class Schedule:
         te_ms: echo time (RF to sampled F0), ms, > 0.
         ti_ms: inversion time (inversion to first RF), ms, ≥ 0.
         inversion_efficiency: η in Mz → (1 − 2η)·Mz; 1 is a perfect inversion, 0 none. In [0, 1].
+        excitation: the slice-selective pulse (:class:`~drone_core.excitation.Excitation`), or None
+            for an ideal rectangular slice profile.
     """
 
     name: str
@@ -73,6 +82,7 @@ class Schedule:
     te_ms: float
     ti_ms: float
     inversion_efficiency: float = 1.0
+    excitation: Excitation | None = None
     _digest: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +115,11 @@ class Schedule:
         object.__setattr__(self, "te_ms", te)
         object.__setattr__(self, "ti_ms", ti)
         object.__setattr__(self, "inversion_efficiency", eta)
+        if isinstance(self.excitation, dict):
+            object.__setattr__(self, "excitation", Excitation.from_dict(self.excitation))
+        elif self.excitation is not None and not isinstance(self.excitation, Excitation):
+            raise TypeError(f"schedule field 'excitation': expected an Excitation, a JSON object or None, got "
+                            f"{type(self.excitation).__name__}")
         object.__setattr__(self, "_digest", self._compute_digest())
 
     # ------------------------------------------------------------------ properties
@@ -119,10 +134,11 @@ class Schedule:
         return self.ti_ms + float(sum(self.tr_ms))
 
     def digest(self) -> str:
-        """Stable SHA-256 (hex, 16 characters) of the physics: flip angles, TRs, TE, TI, η.
+        """Stable SHA-256 (hex, 16 characters) of the physics: flip angles, TRs, TE, TI, η, excitation.
 
-        The name is not part of it. Values are rounded to 4 decimals first, so a JSON round trip
-        or a float32 copy gives the same digest.
+        The name is not part of it. A schedule without an excitation has the digest it had before
+        excitations existed, so older model files still load. Values are rounded to 4 decimals
+        first, so a JSON round trip or a float32 copy gives the same digest.
         """
         return self._digest
 
@@ -136,22 +152,27 @@ class Schedule:
         def rnd(x: float) -> float:
             return round(float(np.float32(x)), r) + 0.0  # +0.0: no "-0.0"
 
-        return {
+        physics: dict[str, Any] = {
             "flip_angle_deg": [rnd(a) for a in self.flip_angle_deg],
             "tr_ms": [rnd(t) for t in self.tr_ms],
             "te_ms": rnd(self.te_ms),
             "ti_ms": rnd(self.ti_ms),
             "inversion_efficiency": rnd(self.inversion_efficiency),
         }
+        if self.excitation is not None:
+            exc = self.excitation.to_dict()
+            exc["time_bandwidth"] = rnd(exc["time_bandwidth"])
+            physics["excitation"] = exc
+        return physics
 
     def same_physics(self, other: "Schedule") -> bool:
-        """True when ``other`` has the same digest (same frames, TE, TI, η; name ignored)."""
+        """True when ``other`` has the same digest (same frames, TE, TI, η, excitation; name ignored)."""
         return self.digest() == other.digest()
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict of the file format."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "flip_angle_deg": list(self.flip_angle_deg),
             "tr_ms": list(self.tr_ms),
@@ -159,13 +180,16 @@ class Schedule:
             "ti_ms": self.ti_ms,
             "inversion_efficiency": self.inversion_efficiency,
         }
+        if self.excitation is not None:
+            out["excitation"] = self.excitation.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Schedule":
         """Build from the file format's dict; missing or unknown fields are named in the error."""
         if not isinstance(data, dict):
             raise TypeError(f"schedule: expected a JSON object, got {type(data).__name__}")
-        required = [f for f in _FIELDS if f not in ("inversion_efficiency",)]
+        required = [f for f in _FIELDS if f not in ("inversion_efficiency", "excitation")]
         missing = [f for f in required if f not in data]
         if missing:
             raise ValueError(f"schedule: missing field(s) {missing}; expected fields {list(_FIELDS)}")
@@ -179,6 +203,7 @@ class Schedule:
             te_ms=data["te_ms"],
             ti_ms=data["ti_ms"],
             inversion_efficiency=data.get("inversion_efficiency", 1.0),
+            excitation=None if data.get("excitation") is None else Excitation.from_dict(data["excitation"]),
         )
 
     def to_json(self) -> str:
@@ -219,10 +244,14 @@ class Schedule:
         return np.asarray(self.flip_angle_deg, dtype=np.float64), np.asarray(self.tr_ms, dtype=np.float64)
 
     def replace(self, **changes: Any) -> "Schedule":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); ``excitation=None`` removes the pulse."""
         data = self.to_dict()
-        data.update(changes)
+        data.update({k: (v.to_dict() if isinstance(v, Excitation) else v) for k, v in changes.items()})
         return Schedule.from_dict(data)
+
+    def ideal(self) -> "Schedule":
+        """The same schedule with an ideal slice profile (no excitation)."""
+        return self if self.excitation is None else self.replace(excitation=None)
 
 
 def default_schedule() -> Schedule:

@@ -39,7 +39,7 @@ from drone_core import __version__
 from drone_core.dictionary import Dictionary, paper_grid
 from drone_core.hardware import cpu_model
 from drone_core.metrics import summary as metric_summary
-from drone_core.model import DroneMLP, DroneModel, normalise_fingerprints
+from drone_core.model import B1Use, DroneMLP, DroneModel, normalise_fingerprints
 from drone_core.noise import NoiseMode, add_noise
 from drone_core.schedule import Schedule, default_schedule
 
@@ -68,6 +68,9 @@ class TrainConfig:
         t1_range_ms, t2_range_ms: output ranges; None → the training data's min and max.
         threads: CPU threads per process (None: torch's default; 1 per process under DDP on CPU).
         target_transform: ``"linear"`` (paper) or ``"log"`` targets (:class:`DroneModel`).
+        b1_input: the network takes each atom's B1 as an input (the dictionary needs a B1 axis).
+        b1_output: the network estimates B1 too (a third output; the dictionary needs a B1 axis).
+        b1_range: the B1 range of the model; None → the dictionary's min and max.
     """
 
     epochs: int = 1000
@@ -86,8 +89,13 @@ class TrainConfig:
     t2_range_ms: tuple[float, float] | None = None
     threads: int | None = None
     target_transform: str = "linear"
+    b1_input: bool = False
+    b1_output: bool = False
+    b1_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.b1_input and self.b1_output:
+            raise ValueError("b1_input, b1_output: a model either takes B1 from a map or estimates it, not both")
         if self.epochs < 1:
             raise ValueError(f"epochs: expected ≥ 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -163,22 +171,39 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
     t2 = torch.as_tensor(dictionary.t2_ms, dtype=torch.float32)
     t1_range = config.t1_range_ms or (float(dictionary.t1_ms.min()), float(dictionary.t1_ms.max()))
     t2_range = config.t2_range_ms or (float(dictionary.t2_ms.min()), float(dictionary.t2_ms.max()))
-    network = DroneMLP(dictionary.n_frames, config.hidden, config.activation)
-    model = DroneModel(network, dictionary.schedule, t1_range, t2_range, target_transform=config.target_transform)
+    uses_b1 = config.b1_input or config.b1_output
+    if uses_b1 and dictionary.b1 is None:
+        raise ValueError("dictionary: a model with a B1 input or output needs a dictionary with a B1 axis "
+                         "(Dictionary.generate(..., b1=...))")
+    b1_use = B1Use()
+    b1_atoms = None
+    if uses_b1:
+        assert dictionary.b1 is not None
+        b1_range = config.b1_range or (float(dictionary.b1.min()), float(dictionary.b1.max()))
+        b1_use = B1Use(config.b1_input, config.b1_output, b1_range)
+        b1_atoms = torch.as_tensor(dictionary.b1, dtype=torch.float32)
+    network = DroneMLP(dictionary.n_frames, config.hidden, config.activation, n_outputs=2 + int(config.b1_output),
+                       n_extra_inputs=int(config.b1_input))
+    model = DroneModel(network, dictionary.schedule, t1_range, t2_range, target_transform=config.target_transform,
+                       b1=b1_use)
     network.to(device)
 
     atoms = torch.as_tensor(dictionary.atoms, dtype=torch.complex64, device=device)
-    targets = model.targets_to_unit(t1, t2).to(device)
+    targets = model.targets_to_unit(t1, t2, b1_atoms).to(device)
+    b1_feature = b1_use.feature(b1_atoms).to(device) if config.b1_input and b1_atoms is not None else None
     n = atoms.shape[0]
     if n < 2:
         raise ValueError(f"dictionary: expected at least 2 atoms to train on, got {n}")
+
+    def inputs(idx: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        x, _ = normalise_fingerprints(noisy, device=device)
+        return x if b1_feature is None else torch.cat([x, b1_feature[idx]], dim=1)
 
     gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)  # noise, per rank
     perm_gen = torch.Generator().manual_seed(config.seed)  # permutations, identical on every rank
     val_gen = torch.Generator(device=device).manual_seed(config.seed + 7919)
     val_idx = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[:config.val_size].to(device)
-    val_x, _ = normalise_fingerprints(
-        add_noise(atoms[val_idx], config.noise_level, mode=config.noise_mode, generator=val_gen), device=device)
+    val_x = inputs(val_idx, add_noise(atoms[val_idx], config.noise_level, mode=config.noise_mode, generator=val_gen))
     val_y = targets[val_idx]
 
     trainable: nn.Module = network
@@ -222,8 +247,7 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         running = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
             idx = mine[step]
-            x, _ = normalise_fingerprints(add_noise(atoms[idx], config.noise_level, mode=config.noise_mode,
-                                                    generator=gen), device=device)
+            x = inputs(idx, add_noise(atoms[idx], config.noise_level, mode=config.noise_mode, generator=gen))
             loss = loss_fn(trainable(x), targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -290,9 +314,16 @@ def evaluate(model: DroneModel, dictionary: Dictionary, *, noise_level: float = 
     """
     atoms = torch.as_tensor(dictionary.atoms)
     mags = add_noise(atoms, noise_level, generator=torch.Generator().manual_seed(seed)) if noise_level else atoms.abs()
-    t1, t2 = model.predict(mags, batch_size=batch_size)
-    return {"noise_level": noise_level, "t1_ms": metric_summary(dictionary.t1_ms, t1),
-            "t2_ms": metric_summary(dictionary.t2_ms, t2)}
+    out: dict[str, Any] = {"noise_level": noise_level}
+    if model.b1.output:
+        t1, t2, b1 = model.predict_b1(mags, batch_size=batch_size)
+        assert dictionary.b1 is not None
+        out["b1"] = metric_summary(dictionary.b1, b1)
+    else:
+        t1, t2 = model.predict(mags, dictionary.b1 if model.b1.input else None, batch_size=batch_size)
+    out["t1_ms"] = metric_summary(dictionary.t1_ms, t1)
+    out["t2_ms"] = metric_summary(dictionary.t2_ms, t2)
+    return out
 
 
 def plot_loss_curve(result: TrainResult, path: Path) -> None:
@@ -324,7 +355,7 @@ def plot_scatter(model: DroneModel, dictionary: Dictionary, metrics: dict[str, A
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t1, t2 = model.predict(np.abs(dictionary.atoms))
+    t1, t2 = model.predict(np.abs(dictionary.atoms), dictionary.b1 if model.b1.input else None)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(dictionary), size=min(max_points, len(dictionary)), replace=False)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), dpi=100)
@@ -407,6 +438,43 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        noise_level=args.noise, noise_mode=args.noise_mode, patience=args.patience, seed=args.seed,
                        device=args.device, hidden=tuple(args.hidden), activation=args.activation,
                        threads=args.threads, target_transform=args.target_transform)
+
+
+def training_dictionary(schedule: Schedule, *, b1_draws: int = 0, b1_range: tuple[float, float] = (0.5, 1.5),
+                        extra_atoms: int = 0, extra_t1_range_ms: tuple[float, float] = (10.0, 5000.0),
+                        extra_t2_range_ms: tuple[float, float] = (5.0, 2000.0), seed: int = 0,
+                        progress: bool = False) -> Dictionary:
+    """Training atoms: the paper grid, optional extra atoms, optional random B1 per atom.
+
+    Args:
+        schedule: the acquisition schedule (its excitation, if any, is simulated).
+        b1_draws: 0 for B1 = 1 (no B1 axis); else every (T1, T2) pair appears ``b1_draws`` times,
+            each with its own B1 drawn uniformly from ``b1_range`` (a continuous B1 axis for a
+            network; matching needs a grid instead, :func:`drone_core.dictionary.grid`).
+        extra_atoms: (T1, T2) pairs added to the paper grid, log-uniform over the extra ranges with
+            T1 > T2: the paper grid's 10 ms steps leave short T1/T2 (NIST spheres 10–12) nearly bare.
+        seed: seeds the extra atoms and the B1 draws.
+
+    Returns:
+        a :class:`~drone_core.dictionary.Dictionary` with ``b1`` set when ``b1_draws > 0``.
+    """
+    rng = np.random.default_rng(seed)
+    t1, t2 = paper_grid()
+    if extra_atoms:
+        lo1, hi1 = (math.log(v) for v in extra_t1_range_ms)
+        lo2, hi2 = (math.log(v) for v in extra_t2_range_ms)
+        x1, x2 = np.empty(0), np.empty(0)
+        while x1.size < extra_atoms:
+            a = np.exp(rng.uniform(lo1, hi1, 2 * extra_atoms))
+            b = np.exp(rng.uniform(lo2, hi2, 2 * extra_atoms))
+            keep = a > b
+            x1, x2 = np.concatenate([x1, a[keep]]), np.concatenate([x2, b[keep]])
+        t1, t2 = np.concatenate([t1, x1[:extra_atoms]]), np.concatenate([t2, x2[:extra_atoms]])
+    b1 = None
+    if b1_draws:
+        t1, t2 = np.repeat(t1, b1_draws), np.repeat(t2, b1_draws)
+        b1 = rng.uniform(b1_range[0], b1_range[1], t1.size)
+    return Dictionary.generate(schedule, t1, t2, b1, progress=progress)
 
 
 def source_dictionary(args: argparse.Namespace) -> Dictionary:
