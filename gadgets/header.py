@@ -5,7 +5,7 @@ The ISMRMRD header (XML, HEADER message) may carry ``<sequenceParameters>`` with
 angles and TRs are per frame; this module turns them into a :class:`drone_core.schedule.Schedule`
 (TE and TI from the first value of their lists; a single TR or flip angle stands for every frame)
 and compares it with the estimator's schedule by :meth:`Schedule.same_physics` (4 decimals). The
-header has no inversion efficiency, so the estimator's is assumed.
+header has no inversion efficiency and no excitation pulse, so the estimator's are assumed.
 
 The XML is read with the standard library (namespace-agnostic), not with ``ismrmrd.xsd``, so it
 works the same whatever ismrmrd version parsed (or failed to parse) the header.
@@ -18,6 +18,7 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from drone_core.excitation import Excitation
 from drone_core.schedule import Schedule
 
 from .errors import ScheduleMismatchError
@@ -80,11 +81,13 @@ def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
     return SequenceParameters(tuple(lists["flipAngle_deg"]), tuple(lists["TR"]), tuple(lists["TE"]), tuple(lists["TI"]))
 
 
-def schedule_from_header(params: SequenceParameters, *, inversion_efficiency: float = 1.0) -> Schedule:
+def schedule_from_header(params: SequenceParameters, *, inversion_efficiency: float = 1.0,
+                         excitation: Excitation | None = None) -> Schedule:
     """A schedule from header parameters (all four lists needed).
 
     ``flipAngle_deg`` and ``TR`` give the frames; if one of them has a single value it applies to
-    every frame of the other. TE and TI are the first values of their lists.
+    every frame of the other. TE and TI are the first values of their lists. The header has no
+    inversion efficiency or excitation pulse: they are given (the estimator's).
 
     Raises:
         ValueError: a list is missing, the flip-angle and TR counts differ, or the values do not
@@ -104,7 +107,7 @@ def schedule_from_header(params: SequenceParameters, *, inversion_efficiency: fl
                              f"{len(tr)} TR values")
     try:
         return Schedule(HEADER_SCHEDULE_NAME, tuple(fa), tuple(tr), params.te_ms[0], params.ti_ms[0],
-                        inversion_efficiency)
+                        inversion_efficiency, excitation)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the ISMRMRD header's sequenceParameters are not a valid schedule: {exc}") from None
 
@@ -139,7 +142,8 @@ def check_header_schedule(header_xml: bytes | str, schedule: Schedule, mode: str
 
     Args:
         header_xml: the ISMRMRD header XML.
-        schedule: the estimator's schedule (its inversion efficiency is assumed for the header).
+        schedule: the estimator's schedule (its inversion efficiency and excitation are assumed for
+            the header).
         mode: ``"strict"`` raises on a mismatch or on incomplete parameters; ``"warn"`` logs a
             warning instead; ``"off"`` does nothing and returns None.
         what: how the estimator is named in messages (e.g. ``"the DRONE network"``).
@@ -165,7 +169,8 @@ def check_header_schedule(header_xml: bytes | str, schedule: Schedule, mode: str
                     "schedule %s; proceeding", _describe(schedule, what))
         return None
     try:
-        acquired = schedule_from_header(params, inversion_efficiency=schedule.inversion_efficiency)
+        acquired = schedule_from_header(params, inversion_efficiency=schedule.inversion_efficiency,
+                                        excitation=schedule.excitation)
     except ValueError as exc:
         _refuse(f"cannot check the acquisition's schedule against schedule {_describe(schedule, what)}: {exc}", mode)
         return None
