@@ -174,6 +174,10 @@ class Dictionary:
         """``(n_atoms, n_frames)`` float32 |atoms|."""
         return np.abs(self.atoms)
 
+    def b1_values(self) -> np.ndarray | None:
+        """The dictionary's B1 planes: ``(n_planes,)`` float64 sorted distinct B1 values, or None without a B1 axis."""
+        return None if self.b1 is None else np.unique(self.b1)
+
     # ------------------------------------------------------------------ generation
     @classmethod
     def generate(
@@ -229,6 +233,22 @@ class Dictionary:
         idx = np.asarray(indices)
         return Dictionary(self.atoms[idx], self.t1_ms[idx], self.t2_ms[idx], self.schedule,
                           None if self.b1 is None else self.b1[idx])
+
+    def select_b1(self, b1: float) -> "Dictionary":
+        """The atoms of one B1 plane (those whose B1 equals ``b1`` exactly), in dictionary order, with their B1.
+
+        Raises:
+            ValueError: the dictionary has no B1 axis, or ``b1`` is not one of :meth:`b1_values`.
+        """
+        if self.b1 is None:
+            raise ValueError("b1: this dictionary has no B1 axis (Dictionary.b1 is None)")
+        value = float(b1)
+        keep = np.flatnonzero(self.b1 == value)
+        if keep.size == 0:
+            planes = self.b1_values()
+            assert planes is not None
+            raise ValueError(f"b1: expected one of the dictionary's B1 planes {planes.tolist()}, got {value!r}")
+        return self.select(keep)
 
     def subsample(self, fold: int, *, method: Literal["stride", "random"] = "stride", offset: int = 0,
                   seed: int | None = None) -> "Dictionary":

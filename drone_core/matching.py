@@ -12,6 +12,33 @@ least-squares scale of that atom onto the measured magnitudes (:func:`drone_core
 
     M0 = ⟨|s|, |a|⟩ / ‖a‖²  =  score · ‖s‖ / ‖a‖
 
+Matching with a B1 map
+----------------------
+A dictionary with a B1 axis (``Dictionary.b1`` not None, e.g. ``grid(..., b1=[...])``) is a set of
+**B1 planes**: the atoms sharing one B1 value (:attr:`Matcher.b1_planes`, the sorted distinct values).
+``match(signals)`` searches all atoms, so B1 is estimated with T1 and T2. ``match(signals, b1=map)``
+searches, for each voxel, only the atoms of one plane or of two neighbouring planes:
+
+* ``b1_interpolation="nearest"`` (default): the plane whose B1 is nearest to the voxel's (a voxel
+  exactly half-way between two planes takes the lower one). The result is, atom for atom, that of
+  a :class:`Matcher` built from that plane's atoms alone (``Dictionary.select_b1``) with the same
+  options — an SVD basis (``svd_rank``) is then the plane's own.
+* ``b1_interpolation="linear"``: the voxel is matched against the dictionary **linearly
+  interpolated in B1** at its own B1 ``b``: with the bracketing planes ``b_i ≤ b ≤ b_{i+1}`` and
+  ``w = (b − b_i)/(b_{i+1} − b_i)``, candidate ``t`` (one (T1, T2) pair of the grid) has the
+  magnitudes ``m_t(b) = (1 − w)·|a_t(b_i)| + w·|a_t(b_{i+1})|`` (interpolated signal, M0 = 1) and the
+  voxel takes the (T1, T2) of the largest cosine ``⟨|s|, m_t(b)⟩ / (‖s‖‖m_t(b)‖)`` — the exact
+  maximum over the interpolated candidates, not an interpolation of two matches. Outside
+  ``[b_0, b_last]`` (within the margin below) the end plane is used (no extrapolation). It needs a
+  product grid (every plane holds the same (T1, T2) list in the same order) and no ``svd_rank``.
+  ``score`` and ``m0`` are those of the interpolated atom, ``b1`` is ``b`` (clamped to the planes'
+  range) and ``index`` is the atom of the chosen (T1, T2) in the nearest plane.
+
+Voxels whose B1 is not finite, or lies outside ``[b_0 − margin, b_last + margin]`` (``margin``:
+by default half the spacing of the two end planes at each end; 0 for a single plane; or
+``b1_margin``), are not matched: NaN T1/T2/B1, M0 = 0, score 0, index −1 — nothing is matched with a
+made-up B1.
+
 Efficient, exact evaluation
 ---------------------------
 The atoms are L2-normalised once, on the device, and stored transposed ``(k, n_atoms)``. The
@@ -33,6 +60,17 @@ order in case of exact ties, up to float rounding of near-ties ~1e-7 apart, whic
 meaningful difference between atoms). Finally the cosine and M0 of the winning atom are
 recomputed **exactly in float64** from the stored magnitudes, so ``score`` and ``m0`` do not carry
 the float32 rounding of the GEMM (nor the SVD approximation below).
+
+With a B1 map, the voxels are grouped by their plane (or pair of planes) and each group runs the
+same search over that plane's atoms only, so a voxel costs one plane's search (``n_atoms /
+n_planes`` atoms), not the whole dictionary's. The per-plane search structures are built on first
+use (or all at once by :meth:`Matcher.prepare`) and kept; together they hold as much as the
+whole-dictionary ones, which are in turn built only when ``b1=None`` is first matched (at once for
+a dictionary without a B1 axis). The linear search evaluates, per GEMM block,
+``(⟨ŝ(1 − w), m_i⟩ + ⟨ŝw, m_{i+1}⟩)² / ‖m_t(b)‖²`` — two GEMMs for the numerator and one of width 3
+(padded to :data:`MIN_CPU_GEMM_WIDTH` on a CPU) for ``‖m_t(b)‖² = (1 − w)²‖m_i‖² + 2w(1 − w)⟨m_i,
+m_{i+1}⟩ + w²‖m_{i+1}‖²`` (all terms ≥ 0: no cancellation), then a square and a division: about
+2–3× the nearest-plane search (``docs/BENCHMARKS.md``, "B1").
 
 SVD compression (``svd_rank = k``)
 ----------------------------------
@@ -63,8 +101,9 @@ magnitudes are used), numpy or torch. An all-zero signal has no direction: it ge
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -74,7 +113,7 @@ from .m0 import fit_m0
 from .schedule import Schedule
 
 __all__ = ["Matcher", "MatchResult", "match", "DEFAULT_CPU_CHUNKS", "DEFAULT_CUDA_CHUNKS", "SUB_BLOCK",
-           "MIN_CPU_GEMM_WIDTH"]
+           "MIN_CPU_GEMM_WIDTH", "B1_INTERPOLATIONS", "B1_RANGE_SLACK"]
 
 #: Default ``(chunk_size, atom_chunk)`` on a CPU: a 1024 × 2048 float32 GEMM block (8 MiB) keeps the
 #: per-call overhead negligible; on the 2-core development machine it was the fastest of the shapes
@@ -90,6 +129,16 @@ MIN_CPU_GEMM_WIDTH = 16
 #: Atoms per sub-block of the two-level search (see the module docstring). ``atom_chunk`` is
 #: rounded down to a multiple of it (or the sub-block shrinks to ``atom_chunk`` when smaller).
 SUB_BLOCK = 128
+#: How ``match(signals, b1=…)`` uses the B1 planes (module docstring, "Matching with a B1 map").
+B1_INTERPOLATIONS: tuple[str, ...] = ("nearest", "linear")
+#: Absolute slack on the accepted B1 range: the range ends ``b_0 − margin`` and ``b_last + margin`` are
+#: computed from grid values that carry ~1e-16 rounding (0.7 + 12 · 0.05 is not exactly 1.3), so a
+#: voxel B1 given as exactly ``1.325`` must not fall out by rounding; 1e-9 is far below any B1 step.
+B1_RANGE_SLACK = 1e-9
+#: Added to both planes' ‖m‖² in the linear search's denominator so that an atom that is zero in a
+#: plane scores 0 instead of 0/0 (the candidates' magnitudes are scaled to O(1), see `_LinearPair`);
+#: 1e-30 is representable in float32 (min normal 1.2e-38) and far below any real ‖m‖².
+_DEN_EPS = 1e-30
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,15 +148,19 @@ class MatchResult:
     Iterating yields ``(t1_ms, t2_ms, m0)``, so ``t1, t2, m0 = match(signals, dictionary)`` works.
 
     Attributes:
-        t1_ms: ``(n,)`` float64, T1 of the selected atom, ms (NaN for an all-zero signal).
-        t2_ms: ``(n,)`` float64, T2 of the selected atom, ms (NaN for an all-zero signal).
+        t1_ms: ``(n,)`` float64, T1 of the selected atom, ms (NaN for an all-zero signal or a voxel
+            whose B1 was refused).
+        t2_ms: ``(n,)`` float64, T2 of the selected atom, ms (NaN likewise).
         m0: ``(n,)`` float64, least-squares scale ``⟨|s|, |a|⟩ / ‖a‖²`` in the units of the signal
-            (0 for an all-zero signal).
+            (0 for an all-zero signal or a refused B1).
         score: ``(n,)`` float64 cosine similarity of the signal and atom magnitudes, in [0, 1]
-            (0 for an all-zero signal), computed exactly in float64 for the selected atom.
-        index: ``(n,)`` int64 index of the selected atom in the dictionary (-1 for an all-zero signal).
-        b1: ``(n,)`` float64 relative B1 of the selected atom, or None when the dictionary has no B1
-            axis (NaN for an all-zero signal).
+            (0 likewise), computed exactly in float64 for the selected atom.
+        index: ``(n,)`` int64 index of the selected atom in the dictionary (-1 likewise). With
+            ``b1_interpolation="linear"``: the atom of the chosen (T1, T2) in the plane nearest the
+            voxel's B1.
+        b1: ``(n,)`` float64 relative B1 of the selected atom (with ``b1_interpolation="linear"``: of
+            the interpolated atom, i.e. the voxel's B1 clamped to the planes' range), or None when the
+            dictionary has no B1 axis (NaN likewise).
     """
 
     t1_ms: np.ndarray
@@ -157,6 +210,198 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _block_sizes(requested: int, n_atoms: int) -> tuple[int, int]:
+    """Effective ``(atom_chunk, sub_block)`` for ``n_atoms`` atoms and a requested ``atom_chunk``."""
+    if requested >= SUB_BLOCK:
+        # No point in a block wider than the dictionary (rounded up to whole sub-blocks).
+        requested = min(requested, -(-n_atoms // SUB_BLOCK) * SUB_BLOCK)
+    else:
+        requested = min(requested, n_atoms)
+    if requested >= SUB_BLOCK:
+        return (requested // SUB_BLOCK) * SUB_BLOCK, SUB_BLOCK
+    return requested, requested
+
+
+def _pad_rows(x: torch.Tensor, n_pad: int) -> torch.Tensor:
+    """``x (n, …)`` padded to ``n_pad`` rows with copies of its last row.
+
+    A copy scores exactly like the last atom, so it never changes a maximum, and its index is
+    clamped back to ``n − 1``."""
+    n = x.shape[0]
+    return x if n_pad == n else torch.cat([x, x[-1:].expand(n_pad - n, *x.shape[1:])], dim=0)
+
+
+def _pad_cols(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x (n, k)`` with zero columns up to ``width`` (zero columns change no inner product)."""
+    k = x.shape[1]
+    return x if width == k else torch.cat([x, x.new_zeros((x.shape[0], width - k))], dim=1)
+
+
+class _SearchIndex:
+    """The exact two-level search structures over one set of atoms (the whole dictionary or one B1 plane).
+
+    Args:
+        unit: ``(n, n_frames)`` float64 host tensor, the L2-normalised atom magnitudes (zero atoms zero).
+        svd_rank: None or the rank of the SVD compression (validated by the caller).
+        atom_chunk: the requested atoms per GEMM block.
+        device, dtype: where and in which precision the search runs.
+    """
+
+    def __init__(self, unit: torch.Tensor, *, svd_rank: int | None, atom_chunk: int, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        n_atoms, n_frames = unit.shape
+        self.n_atoms = int(n_atoms)
+        self.device, self.dtype = device, dtype
+        self.atom_chunk, self.sub_block = _block_sizes(atom_chunk, self.n_atoms)
+        self.basis: torch.Tensor | None = None
+        if svd_rank is None:
+            self.rank = int(n_frames)
+            self.svd_energy = 1.0
+            search = unit
+        else:
+            k = int(svd_rank)
+            gram = unit.T @ unit  # (N, N) = V S² Vᵀ: its eigh is cheaper than an SVD of (n_atoms, N)
+            evals, evecs = torch.linalg.eigh(gram)  # ascending
+            evals, evecs = evals.flip(0).clamp(min=0.0), evecs.flip(1)
+            self.basis = evecs[:, :k].contiguous()  # V_k (N, k)
+            self.rank = k
+            total = float(evals.sum())
+            self.svd_energy = float(evals[:k].sum()) / total if total > 0 else 1.0
+            projected = unit @ self.basis  # U_k S_k (n_atoms, k)
+            # Re-normalise the projected atoms: the score is then the cosine of the *projected* signal
+            # and atom, so a noise-free atom always matches itself (score 1) instead of losing to a
+            # neighbour whose projection happens to be longer.
+            p_norm = projected.norm(dim=1, keepdim=True)
+            search = projected / torch.where(p_norm > 0, p_norm, torch.ones_like(p_norm))
+        self.n_pad = -(-self.n_atoms // self.atom_chunk) * self.atom_chunk
+        search = _pad_rows(search, self.n_pad)
+        # Zero columns added to both GEMM operands change no inner product; on a CPU they move MKL's
+        # sgemm off its slow path for fewer than 16 inner terms (see MIN_CPU_GEMM_WIDTH).
+        self.width = max(self.rank, MIN_CPU_GEMM_WIDTH) if device.type == "cpu" else self.rank
+        search = _pad_cols(search, self.width)
+        atoms_t = search.T.to(dtype).contiguous()  # (width, n_pad)
+        self.atoms_t = atoms_t.to(device)  # GEMM operand, blocks are column slices
+        # (n_sub, width, sub): the atoms of each sub-block, for the second (exact) level of the search.
+        n_sub = self.n_pad // self.sub_block
+        self.atoms_sub = (atoms_t.reshape(self.width, n_sub, self.sub_block).permute(1, 0, 2)
+                          .contiguous().to(device))
+
+    def inputs(self, unit: torch.Tensor) -> torch.Tensor:
+        """``(m, width)`` search inputs (projected, zero-padded, in the search dtype, on the host)."""
+        x = unit if self.basis is None else unit @ self.basis  # (m, k) projection, float64 on the host
+        return _pad_cols(x, self.width).to(self.dtype)
+
+    @torch.no_grad()
+    def search(self, x: torch.Tensor) -> torch.Tensor:
+        """Indices ``(m,)`` int64 (into this index's atoms) of the best atom for ``m`` inputs ``(m, width)``."""
+        m = x.shape[0]
+        ac, sub = self.atom_chunk, self.sub_block
+        subs_per_block = ac // sub
+        n_blocks = self.n_pad // ac
+        block = torch.empty((m, ac), dtype=self.dtype, device=self.device)
+        block_subs = block.view(m, subs_per_block, sub)
+        sub_max = torch.empty((m, n_blocks * subs_per_block), dtype=self.dtype, device=self.device)
+        for j in range(n_blocks):
+            torch.mm(x, self.atoms_t[:, j * ac:(j + 1) * ac], out=block)
+            torch.amax(block_subs, dim=2, out=sub_max[:, j * subs_per_block:(j + 1) * subs_per_block])
+        best_sub = torch.argmax(sub_max, dim=1)  # (m,) first maximal sub-block
+        candidates = torch.index_select(self.atoms_sub, 0, best_sub)  # (m, width, sub)
+        scores = torch.bmm(x.unsqueeze(1), candidates).squeeze(1)  # (m, sub)
+        index = best_sub * sub + torch.argmax(scores, dim=1)
+        return index.clamp_(max=self.n_atoms - 1)
+
+
+class _ScaledPlane:
+    """One B1 plane's magnitudes for the linear-B1 search, in the two layouts of :class:`_SearchIndex`.
+
+    Args:
+        mag: ``(n, n_frames)`` float64 host tensor, the plane's magnitudes of the grid's ``n`` (T1, T2)
+            candidates, each scaled by a positive factor common to all planes (the cosine does not depend
+            on it; it keeps the numbers O(1)).
+        atom_chunk, device, dtype: as for :class:`_SearchIndex`.
+    """
+
+    def __init__(self, mag: torch.Tensor, *, atom_chunk: int, device: torch.device, dtype: torch.dtype) -> None:
+        n, n_frames = mag.shape
+        self.n_atoms = int(n)
+        self.atom_chunk, self.sub_block = _block_sizes(atom_chunk, self.n_atoms)
+        self.n_pad = -(-self.n_atoms // self.atom_chunk) * self.atom_chunk
+        self.width = max(int(n_frames), MIN_CPU_GEMM_WIDTH) if device.type == "cpu" else int(n_frames)
+        self.norm_sq = (mag * mag).sum(1)  # (n,) float64 host
+        self.mag = mag
+        self.t, self.sub = _layouts(mag, self.n_pad, self.sub_block, self.width, device, dtype)
+
+
+def _layouts(x: torch.Tensor, n_pad: int, sub_block: int, width: int, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x (n, k)`` as a GEMM operand ``(width, n_pad)`` and per sub-block ``(n_sub, k, sub)`` (both on ``device``).
+
+    Rows are padded with copies of the last one (:func:`_pad_rows`); the GEMM operand gets zero columns
+    up to ``width``; the sub-block layout keeps the ``k`` real columns (it feeds batched products only)."""
+    rows = _pad_rows(x, n_pad)
+    t = _pad_cols(rows, width).T.to(dtype).contiguous()
+    sub = rows.T.to(dtype).reshape(x.shape[1], n_pad // sub_block, sub_block).permute(1, 0, 2).contiguous()
+    return t.to(device), sub.to(device)
+
+
+class _LinearPair:
+    """Search structures for B1-interpolated matching between two neighbouring planes ``lo`` and ``hi``.
+
+    The planes' magnitude layouts are shared with the neighbouring pairs; the pair adds only the
+    coefficients of ``‖m_t(b)‖²`` (``(coef_width + 3) · n`` values).
+
+    Args:
+        lo, hi: the two planes (:class:`_ScaledPlane`, same candidates and block sizes).
+        device, dtype: as for :class:`_SearchIndex`.
+    """
+
+    def __init__(self, lo: _ScaledPlane, hi: _ScaledPlane, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.lo, self.hi = lo, hi
+        self.n_atoms, self.atom_chunk, self.sub_block, self.n_pad = lo.n_atoms, lo.atom_chunk, lo.sub_block, lo.n_pad
+        self.width = lo.width
+        self.device, self.dtype = device, dtype
+        self.coef_width = MIN_CPU_GEMM_WIDTH if device.type == "cpu" else 3
+        # ‖m(w)‖² = (1 − w)²·‖m_lo‖² + w(1 − w)·2⟨m_lo, m_hi⟩ + w²·‖m_hi‖², all three terms ≥ 0.
+        coef = torch.stack([lo.norm_sq + _DEN_EPS, 2.0 * (lo.mag * hi.mag).sum(1), hi.norm_sq + _DEN_EPS],
+                           dim=1)  # (n, 3)
+        self.coef_t, self.coef_sub = _layouts(coef, self.n_pad, self.sub_block, self.coef_width, device, dtype)
+
+    def inputs(self, unit: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Host inputs for ``m`` normalised signals ``(m, N)`` at weights ``w (m,)``: ``(1 − w)·ŝ``,
+        ``w·ŝ`` (both ``(m, width)``) and ``[(1 − w)², w(1 − w), w²]`` ``(m, coef_width)``."""
+        w = w[:, None]
+        x_lo = _pad_cols((1.0 - w) * unit, self.width).to(self.dtype)
+        x_hi = _pad_cols(w * unit, self.width).to(self.dtype)
+        c = _pad_cols(torch.cat([(1.0 - w) ** 2, w * (1.0 - w), w**2], dim=1), self.coef_width).to(self.dtype)
+        return x_lo, x_hi, c
+
+    @torch.no_grad()
+    def search(self, x_lo: torch.Tensor, x_hi: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Indices ``(m,)`` int64 of the candidate with the largest interpolated cosine (squared)."""
+        m = x_lo.shape[0]
+        ac, sub = self.atom_chunk, self.sub_block
+        subs_per_block = ac // sub
+        n_blocks = self.n_pad // ac
+        num = torch.empty((m, ac), dtype=self.dtype, device=self.device)
+        den = torch.empty((m, ac), dtype=self.dtype, device=self.device)
+        num_subs = num.view(m, subs_per_block, sub)
+        sub_max = torch.empty((m, n_blocks * subs_per_block), dtype=self.dtype, device=self.device)
+        for j in range(n_blocks):
+            cols = slice(j * ac, (j + 1) * ac)
+            torch.mm(x_lo, self.lo.t[:, cols], out=num)
+            num.addmm_(x_hi, self.hi.t[:, cols])
+            torch.mm(c, self.coef_t[:, cols], out=den)
+            num.mul_(num).div_(den)  # cos² · ‖ŝ‖²: the numerator is ≥ 0, so its square keeps the order
+            torch.amax(num_subs, dim=2, out=sub_max[:, j * subs_per_block:(j + 1) * subs_per_block])
+        best_sub = torch.argmax(sub_max, dim=1)
+        n_frames = self.lo.sub.shape[1]
+        numer = (torch.bmm(x_lo[:, None, :n_frames], torch.index_select(self.lo.sub, 0, best_sub))
+                 + torch.bmm(x_hi[:, None, :n_frames], torch.index_select(self.hi.sub, 0, best_sub))).squeeze(1)
+        denom = torch.bmm(c[:, None, :3], torch.index_select(self.coef_sub, 0, best_sub)).squeeze(1)
+        index = best_sub * sub + torch.argmax(numer * numer / denom, dim=1)
+        return index.clamp_(max=self.n_atoms - 1)
+
+
 class Matcher:
     """Dictionary matching against a fixed dictionary; build once, call :meth:`match` many times.
 
@@ -177,19 +422,24 @@ class Matcher:
     Attributes:
         n_atoms, n_frames: dictionary size.
         t1_ms, t2_ms: ``(n_atoms,)`` float64 grid values; ``b1``: ``(n_atoms,)`` or None.
+        b1_planes: ``(n_planes,)`` float64 sorted distinct B1 values of the dictionary, or None.
         schedule: the dictionary's schedule (None when built from arrays).
         rank: dimension of the search space (``svd_rank`` or ``n_frames``).
-        svd_energy: fraction of ``‖Â‖_F²`` kept by the rank-``k`` projection (1.0 without SVD).
-        chunk_size, atom_chunk, sub_block: the effective block sizes.
+        svd_energy: fraction of ``‖Â‖_F²`` kept by the rank-``k`` projection of the whole dictionary
+            (1.0 without SVD).
+        chunk_size, atom_chunk, sub_block: the effective block sizes of the whole-dictionary search.
         device, dtype: where and in which precision the search runs.
 
-    Calling the matcher is the same as :meth:`match`; a matcher holds no per-call state, so one
-    instance can serve several threads.
+    Calling the matcher is the same as :meth:`match`; a matcher holds no per-call state (the search
+    structures it builds on first use are built once, under a lock), so one instance can serve
+    several threads.
 
     Memory: the normalised (or compressed) atoms twice on the device (``2 · 4 · n_atoms · width``
-    bytes in float32, two layouts; width = rank, or :data:`MIN_CPU_GEMM_WIDTH` on a CPU if larger),
-    the magnitudes on the host (``4 · n_atoms · n_frames``), plus
-    the per-block working set given in the module docstring.
+    bytes in float32, two layouts; width = rank, or :data:`MIN_CPU_GEMM_WIDTH` on a CPU if larger)
+    for the whole-dictionary search, about as much again for all B1 planes' searches once used, and
+    again for the linear-B1 search once used (plus ``4 · (coef_width + 3)`` bytes per candidate and
+    pair of planes), the magnitudes on the host (``4 · n_atoms · n_frames``), plus the per-block
+    working set given in the module docstring. :meth:`search_bytes` reports what is held.
     """
 
     def __init__(
@@ -268,79 +518,178 @@ class Matcher:
         self.t1_ms: np.ndarray = t1_arr
         self.t2_ms: np.ndarray = t2_arr
         self.b1: np.ndarray | None = params["b1"]
+        if self.b1 is not None and not np.all(np.isfinite(self.b1)):
+            raise ValueError(f"b1: expected finite atom B1 values, got {int(np.sum(~np.isfinite(self.b1)))} non-finite")
 
         # Host magnitudes (float32) for the exact float64 score/M0 of the selected atoms.
         self._mag = np.ascontiguousarray(np.abs(raw), dtype=np.float32)
-        norms = np.sqrt(np.einsum("af,af->a", self._mag, self._mag, dtype=np.float64))
-        self._norm_sq = norms**2
+        self._norm_sq = np.einsum("af,af->a", self._mag, self._mag, dtype=np.float64)
 
         default_chunk, default_atom_chunk = DEFAULT_CUDA_CHUNKS if self.device.type == "cuda" else DEFAULT_CPU_CHUNKS
         self.chunk_size = _positive_int(default_chunk if chunk_size is None else chunk_size, "chunk_size")
-        requested = _positive_int(default_atom_chunk if atom_chunk is None else atom_chunk, "atom_chunk")
-        if requested >= SUB_BLOCK:
-            # No point in a block wider than the dictionary (rounded up to whole sub-blocks).
-            requested = min(requested, -(-n_atoms // SUB_BLOCK) * SUB_BLOCK)
-        else:
-            requested = min(requested, n_atoms)
-        if requested >= SUB_BLOCK:
-            self.sub_block = SUB_BLOCK
-            self.atom_chunk = (requested // SUB_BLOCK) * SUB_BLOCK
-        else:
-            self.sub_block = requested
-            self.atom_chunk = requested
+        self._atom_chunk_request = _positive_int(default_atom_chunk if atom_chunk is None else atom_chunk,
+                                                 "atom_chunk")
+        self.atom_chunk, self.sub_block = _block_sizes(self._atom_chunk_request, self.n_atoms)
+        if svd_rank is not None and (isinstance(svd_rank, bool) or not isinstance(svd_rank, (int, np.integer))
+                                     or not 1 <= svd_rank <= n_frames):
+            raise ValueError(f"svd_rank: expected None or an int in 1 … {n_frames} (n_frames), got {svd_rank!r}")
+        self._svd_rank = None if svd_rank is None else int(svd_rank)
+        self.rank = self.n_frames if svd_rank is None else int(svd_rank)
 
-        # Normalised magnitudes, float64 on the host while building (n_atoms × n_frames, small). Host
-        # linear algebra goes through torch (one thread pool for the whole matcher; numpy's own BLAS
+        # B1 planes: atom indices of each distinct B1 value, in dictionary order.
+        self.b1_planes: np.ndarray | None = None
+        self._plane_atoms: list[np.ndarray] = []
+        if self.b1 is not None:
+            self.b1_planes, plane_of_atom = np.unique(self.b1, return_inverse=True)
+            order = np.argsort(plane_of_atom, kind="stable")
+            bounds = np.cumsum(np.bincount(plane_of_atom, minlength=self.b1_planes.size))[:-1]
+            self._plane_atoms = [a.astype(np.int64) for a in np.split(order, bounds)]
+
+        self._lock = threading.Lock()
+        self._full: _SearchIndex | None = None
+        self._planes: dict[int, _SearchIndex] = {}
+        self._pairs: dict[int, _LinearPair] = {}
+        self._scaled: dict[int, _ScaledPlane] = {}
+        self._pair_scale: np.ndarray | None = None  # per (T1, T2) candidate, for the linear search
+        self._svd_energy: float | None = None
+        if self.b1 is None:
+            self._full_index()  # no B1 axis: the whole-dictionary search is the only one, build it now
+
+    def _unit(self, indices: np.ndarray | None = None) -> torch.Tensor:
+        """``(m, n_frames)`` float64 host tensor: the L2-normalised magnitudes of the atoms at ``indices``."""
+        # Host linear algebra goes through torch (one thread pool for the whole matcher; numpy's own BLAS
         # threads would compete with torch's on a small machine).
-        safe = torch.from_numpy(np.where(norms > 0, norms, 1.0))
-        unit = torch.from_numpy(self._mag).to(torch.float64) / safe[:, None]  # zero atoms stay zero
+        mag = self._mag if indices is None else self._mag[indices]
+        norm_sq = self._norm_sq if indices is None else self._norm_sq[indices]
+        safe = torch.from_numpy(np.sqrt(np.where(norm_sq > 0, norm_sq, 1.0)))
+        return torch.from_numpy(mag).to(torch.float64) / safe[:, None]  # zero atoms stay zero
 
-        if svd_rank is None:
-            self.rank = n_frames
-            self.svd_energy = 1.0
-            self._basis: torch.Tensor | None = None
-            search = unit
-        else:
-            if isinstance(svd_rank, bool) or not isinstance(svd_rank, (int, np.integer)) \
-                    or not 1 <= svd_rank <= n_frames:
-                raise ValueError(f"svd_rank: expected None or an int in 1 … {n_frames} (n_frames), got {svd_rank!r}")
-            k = int(svd_rank)
-            gram = unit.T @ unit  # (N, N) = V S² Vᵀ: its eigh is cheaper than an SVD of (n_atoms, N)
-            evals, evecs = torch.linalg.eigh(gram)  # ascending
-            evals, evecs = evals.flip(0).clamp(min=0.0), evecs.flip(1)
-            basis = evecs[:, :k].contiguous()  # V_k (N, k)
-            self.rank = k
+    def _new_index(self, indices: np.ndarray | None) -> _SearchIndex:
+        return _SearchIndex(self._unit(indices), svd_rank=self._svd_rank, atom_chunk=self._atom_chunk_request,
+                            device=self.device, dtype=self.dtype)
+
+    def _full_index(self) -> _SearchIndex:
+        if self._full is None:
+            with self._lock:
+                if self._full is None:
+                    self._full = self._new_index(None)
+        return self._full
+
+    def _plane_index(self, plane: int) -> _SearchIndex:
+        if len(self._plane_atoms) == 1:  # one plane: its atoms are the whole dictionary, in the same order
+            return self._full_index()
+        index = self._planes.get(plane)
+        if index is None:
+            with self._lock:
+                index = self._planes.get(plane)
+                if index is None:
+                    index = self._new_index(self._plane_atoms[plane])
+                    self._planes[plane] = index
+        return index
+
+    def _check_product_grid(self) -> None:
+        """The linear search needs every plane to hold the same (T1, T2) list in the same order."""
+        if self._svd_rank is not None:
+            raise ValueError(f"b1_interpolation: 'linear' needs the full search, got a matcher with "
+                             f"svd_rank={self._svd_rank}")
+        first = self._plane_atoms[0]
+        for p, atoms in enumerate(self._plane_atoms[1:], start=1):
+            assert self.b1_planes is not None
+            if atoms.size != first.size or not (np.array_equal(self.t1_ms[atoms], self.t1_ms[first])
+                                                and np.array_equal(self.t2_ms[atoms], self.t2_ms[first])):
+                raise ValueError(f"b1_interpolation: 'linear' needs a product grid (every B1 plane with the same "
+                                 f"(T1, T2) list in the same order); plane B1 = {self.b1_planes[p]:g} has "
+                                 f"{atoms.size} atoms or another (T1, T2) list than plane B1 = "
+                                 f"{self.b1_planes[0]:g} ({first.size} atoms)")
+
+    def _scaled_plane(self, plane: int) -> _ScaledPlane:
+        """Called with the lock held."""
+        scaled = self._scaled.get(plane)
+        if scaled is None:
+            if self._pair_scale is None:
+                # One factor per candidate, common to all planes: 1 / its largest norm over the planes.
+                norms = np.sqrt(np.stack([self._norm_sq[a] for a in self._plane_atoms]).max(axis=0))
+                self._pair_scale = 1.0 / np.where(norms > 0, norms, 1.0)
+            mag = torch.from_numpy(self._mag[self._plane_atoms[plane]]).to(torch.float64)
+            scaled = _ScaledPlane(mag * torch.from_numpy(self._pair_scale)[:, None],
+                                  atom_chunk=self._atom_chunk_request, device=self.device, dtype=self.dtype)
+            self._scaled[plane] = scaled
+        return scaled
+
+    def _pair(self, lower: int) -> _LinearPair:
+        pair = self._pairs.get(lower)
+        if pair is None:
+            with self._lock:
+                pair = self._pairs.get(lower)
+                if pair is None:
+                    pair = _LinearPair(self._scaled_plane(lower), self._scaled_plane(lower + 1), device=self.device,
+                                       dtype=self.dtype)
+                    self._pairs[lower] = pair
+        return pair
+
+    def prepare(self, *, planes: bool = True, full: bool = False, linear: bool = False) -> "Matcher":
+        """Build search structures now instead of on first use (e.g. before timing, or before serving).
+
+        Args:
+            planes: every B1 plane's search (``match(signals, b1=…)``); ignored without a B1 axis.
+            full: the whole-dictionary search (``match(signals)``; always built without a B1 axis).
+            linear: every pair of neighbouring planes' linear-B1 search (``b1_interpolation="linear"``).
+
+        Returns:
+            this matcher.
+        """
+        if full:
+            self._full_index()
+        if self.b1_planes is not None:
+            if planes:
+                for p in range(self.b1_planes.size):
+                    self._plane_index(p)
+            if linear and self.b1_planes.size > 1:
+                self._check_product_grid()
+                for p in range(self.b1_planes.size - 1):
+                    self._pair(p)
+        return self
+
+    def search_bytes(self) -> dict[str, int]:
+        """Bytes held by the search structures built so far, by kind (on :attr:`device`), plus the host magnitudes.
+
+        Returns:
+            ``{"full": …, "planes": …, "linear": …, "host": …}``: the whole-dictionary search, the B1
+            planes' searches, the linear-B1 structures (planes' scaled magnitudes and pairs' coefficients),
+            and the host copy of the magnitudes used for the exact float64 score/M0.
+        """
+        def size(*tensors: torch.Tensor) -> int:
+            return sum(t.numel() * t.element_size() for t in tensors)
+
+        full = 0 if self._full is None else size(self._full.atoms_t, self._full.atoms_sub)
+        planes = sum(size(p.atoms_t, p.atoms_sub) for p in self._planes.values())
+        linear = (sum(size(p.t, p.sub) for p in self._scaled.values())
+                  + sum(size(p.coef_t, p.coef_sub) for p in self._pairs.values()))
+        return {"full": full, "planes": planes, "linear": linear, "host": int(self._mag.nbytes)}
+
+    @property
+    def svd_energy(self) -> float:
+        """Fraction of ``‖Â‖_F²`` kept by the rank-``k`` projection of the whole dictionary (1.0 without SVD)."""
+        if self._full is not None:
+            return self._full.svd_energy
+        if self._svd_rank is None:
+            return 1.0
+        if self._svd_energy is None:
+            unit = self._unit()
+            evals = torch.linalg.eigvalsh(unit.T @ unit).flip(0).clamp(min=0.0)
             total = float(evals.sum())
-            self.svd_energy = float(evals[:k].sum()) / total if total > 0 else 1.0
-            self._basis = basis
-            projected = unit @ basis  # U_k S_k (n_atoms, k)
-            # Re-normalise the projected atoms: the score is then the cosine of the *projected* signal
-            # and atom, so a noise-free atom always matches itself (score 1) instead of losing to a
-            # neighbour whose projection happens to be longer.
-            p_norm = projected.norm(dim=1, keepdim=True)
-            search = projected / torch.where(p_norm > 0, p_norm, torch.ones_like(p_norm))
+            self._svd_energy = float(evals[:self._svd_rank].sum()) / total if total > 0 else 1.0
+        return self._svd_energy
 
-        # Pad to a whole number of GEMM blocks with copies of the last atom: a copy scores exactly like
-        # the last atom, so it never changes a maximum, and its index is clamped back to n_atoms − 1.
-        n_pad = -(-n_atoms // self.atom_chunk) * self.atom_chunk
-        if n_pad > n_atoms:
-            search = torch.cat([search, search[-1:].expand(n_pad - n_atoms, -1)], dim=0)
-        self._n_pad = n_pad
-        # Zero columns added to both GEMM operands change no inner product; on a CPU they move MKL's
-        # sgemm off its slow path for fewer than 16 inner terms (see MIN_CPU_GEMM_WIDTH).
-        self._width = max(self.rank, MIN_CPU_GEMM_WIDTH) if self.device.type == "cpu" else self.rank
-        if self._width > self.rank:
-            search = torch.cat([search, search.new_zeros((n_pad, self._width - self.rank))], dim=1)
-        atoms_t = search.T.to(dtype).contiguous()  # (width, n_pad)
-        self._atoms_t = atoms_t.to(self.device)  # GEMM operand, blocks are column slices
-        # (n_sub, width, sub): the atoms of each sub-block, for the second (exact) level of the search.
-        n_sub = n_pad // self.sub_block
-        self._atoms_sub = (atoms_t.reshape(self._width, n_sub, self.sub_block).permute(1, 0, 2)
-                           .contiguous().to(self.device))
+    @property
+    def _width(self) -> int:
+        """Executed GEMM width of the whole-dictionary search (rank, zero-padded on a CPU)."""
+        return max(self.rank, MIN_CPU_GEMM_WIDTH) if self.device.type == "cpu" else self.rank
 
     def __repr__(self) -> str:
-        svd = "" if self._basis is None else f", svd_rank={self.rank} (energy {self.svd_energy:.6f})"
-        return (f"Matcher({self.n_atoms} atoms × {self.n_frames} frames{svd}, device={self.device}, "
+        svd = "" if self._svd_rank is None else f", svd_rank={self.rank} (energy {self.svd_energy:.6f})"
+        planes = "" if self.b1_planes is None else f", {self.b1_planes.size} B1 planes"
+        return (f"Matcher({self.n_atoms} atoms × {self.n_frames} frames{planes}{svd}, device={self.device}, "
                 f"dtype={self.dtype}, chunk_size={self.chunk_size}, atom_chunk={self.atom_chunk})")
 
     # ------------------------------------------------------------------ matching
@@ -365,102 +714,185 @@ class Matcher:
                              "pass the complex data or np.abs(...) of it")
         return mag
 
-    @torch.no_grad()
-    def _search(self, x: torch.Tensor) -> torch.Tensor:
-        """Indices ``(m,)`` int64 of the best atom for ``m`` normalised (projected) signals ``(m, width)``."""
-        m = x.shape[0]
-        ac, sub = self.atom_chunk, self.sub_block
-        subs_per_block = ac // sub
-        n_blocks = self._n_pad // ac
-        block = torch.empty((m, ac), dtype=self.dtype, device=self.device)
-        block_subs = block.view(m, subs_per_block, sub)
-        sub_max = torch.empty((m, n_blocks * subs_per_block), dtype=self.dtype, device=self.device)
-        for j in range(n_blocks):
-            torch.mm(x, self._atoms_t[:, j * ac:(j + 1) * ac], out=block)
-            torch.amax(block_subs, dim=2, out=sub_max[:, j * subs_per_block:(j + 1) * subs_per_block])
-        best_sub = torch.argmax(sub_max, dim=1)  # (m,) first maximal sub-block
-        candidates = torch.index_select(self._atoms_sub, 0, best_sub)  # (m, width, sub)
-        scores = torch.bmm(x.unsqueeze(1), candidates).squeeze(1)  # (m, sub)
-        index = best_sub * sub + torch.argmax(scores, dim=1)
-        return index.clamp_(max=self.n_atoms - 1)
+    def _check_b1(self, b1: Any, n: int) -> np.ndarray | None:
+        """Validated voxel B1 ``(n,)`` float64 (non-finite values kept: they are refused per voxel)."""
+        if b1 is None:
+            return None
+        if self.b1 is None:
+            raise ValueError("b1: this dictionary has no B1 axis (Dictionary.b1 is None), so it cannot be matched "
+                             "at a voxel's B1; pass b1=None, or build the dictionary on a B1 grid "
+                             "(drone_core.dictionary.grid(..., b1=[...]))")
+        arr = _to_numpy(b1, "b1")
+        if np.iscomplexobj(arr):
+            raise TypeError(f"b1: expected real relative B1 values, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+        if arr.ndim == 0:
+            return np.full(n, float(arr))
+        if arr.shape != (n,):
+            raise ValueError(f"b1: expected None, a number or shape ({n},) (n_voxels,) like the signals, "
+                             f"got shape {arr.shape}")
+        return arr
 
-    def match(self, signals: np.ndarray | torch.Tensor) -> MatchResult:
-        """Match every voxel's fingerprint.
+    def _voxel_planes(self, b1: np.ndarray, b1_margin: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(accepted, nearest)``: which voxels' B1 lies in the accepted range, and each voxel's nearest plane."""
+        planes = self.b1_planes
+        assert planes is not None
+        if b1_margin is None:
+            margin_lo = 0.5 * (planes[1] - planes[0]) if planes.size > 1 else 0.0
+            margin_hi = 0.5 * (planes[-1] - planes[-2]) if planes.size > 1 else 0.0
+        else:
+            margin_lo = margin_hi = b1_margin
+        with np.errstate(invalid="ignore"):
+            accepted = (np.isfinite(b1) & (b1 >= planes[0] - margin_lo - B1_RANGE_SLACK)
+                        & (b1 <= planes[-1] + margin_hi + B1_RANGE_SLACK))
+        midpoints = 0.5 * (planes[:-1] + planes[1:])
+        nearest = np.searchsorted(midpoints, np.where(accepted, b1, planes[0]), side="left")  # half-way → lower
+        return accepted, nearest
+
+    def _run(self, index: _SearchIndex, unit: torch.Tensor) -> np.ndarray:
+        """Local indices ``(m,)`` int64 of the best atoms of ``index`` for ``m`` normalised signals ``(m, N)``."""
+        m = unit.shape[0]
+        out = torch.empty((m,), dtype=torch.int64, device=self.device)
+        for start in range(0, m, self.chunk_size):
+            stop = min(start + self.chunk_size, m)
+            out[start:stop] = index.search(index.inputs(unit[start:stop]).to(self.device))
+        return out.cpu().numpy()
+
+    def _run_linear(self, pair: _LinearPair, unit: torch.Tensor, w: torch.Tensor) -> np.ndarray:
+        m = unit.shape[0]
+        out = torch.empty((m,), dtype=torch.int64, device=self.device)
+        for start in range(0, m, self.chunk_size):
+            stop = min(start + self.chunk_size, m)
+            x_lo, x_hi, c = pair.inputs(unit[start:stop], w[start:stop])
+            out[start:stop] = pair.search(x_lo.to(self.device), x_hi.to(self.device), c.to(self.device))
+        return out.cpu().numpy()
+
+    def match(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *,
+              b1_interpolation: Literal["nearest", "linear"] = "nearest",
+              b1_margin: float | None = None) -> MatchResult:
+        """Match every voxel's fingerprint, over the whole dictionary or at each voxel's B1.
 
         Args:
             signals: ``(n_voxels, n_frames)`` magnitudes (real, ≥ 0, any scale) or complex values
                 (their magnitudes are used); numpy array or torch tensor on any device.
+            b1: None (search all atoms; with a B1 axis B1 is estimated too), or the voxels' relative
+                B1 (from a B1 map), ``(n_voxels,)`` or a number: each voxel is matched against its B1
+                plane(s) only (module docstring, "Matching with a B1 map"). Needs a dictionary with a
+                B1 axis. Non-finite or out-of-range values give that voxel NaN T1/T2/B1, M0 = 0,
+                score 0 and index −1.
+            b1_interpolation: ``"nearest"`` (the nearest B1 plane) or ``"linear"`` (the dictionary
+                linearly interpolated in B1 at the voxel's B1; product grids, no ``svd_rank``).
+                Ignored with ``b1=None``.
+            b1_margin: how far (relative B1, ≥ 0) below the lowest and above the highest plane a voxel's
+                B1 is still accepted; None → half the spacing of the two end planes at each end (0 for
+                a single plane). Ignored with ``b1=None``.
 
         Returns:
             a :class:`MatchResult` (numpy arrays on the host).
 
         Raises:
-            ValueError: wrong ndim or frame count, non-finite values, negative real values.
+            ValueError: wrong ndim or frame count, non-finite values, negative real values; ``b1`` of
+                the wrong shape or given for a dictionary without a B1 axis; a bad ``b1_interpolation``
+                or ``b1_margin``; ``"linear"`` on a non-product grid or with ``svd_rank``.
             TypeError: not an array of numbers.
         """
+        if b1_interpolation not in B1_INTERPOLATIONS:
+            raise ValueError(f"b1_interpolation: expected one of {list(B1_INTERPOLATIONS)}, got {b1_interpolation!r}")
+        if b1_margin is not None:
+            if isinstance(b1_margin, bool) or not isinstance(b1_margin, (int, float, np.integer, np.floating)) \
+                    or not b1_margin >= 0:
+                raise ValueError(f"b1_margin: expected None or a number ≥ 0 (relative B1), got {b1_margin!r}")
+            b1_margin = float(b1_margin)
         mag = self._check_signals(signals)
         n = mag.shape[0]
+        b1_voxel = self._check_b1(b1, n)
         norm = np.sqrt(np.einsum("nf,nf->n", mag, mag))
         nonzero = norm > 0
         unit = torch.from_numpy(mag) / torch.from_numpy(np.where(nonzero, norm, 1.0))[:, None]
-        if self._basis is not None:
-            unit = unit @ self._basis  # (n, k) projection, float64 on the host
-        index_dev = torch.empty((n,), dtype=torch.int64, device=self.device)
-        for start in range(0, n, self.chunk_size):
-            stop = min(start + self.chunk_size, n)
-            if self._width == self.rank:
-                x = unit[start:stop].to(self.dtype)
-            else:  # zero columns matching the atoms' padding (CPU, rank < MIN_CPU_GEMM_WIDTH)
-                x = torch.zeros((stop - start, self._width), dtype=self.dtype)
-                x[:, :self.rank] = unit[start:stop]
-            x = x.to(self.device)
-            index_dev[start:stop] = self._search(x)
-        index = index_dev.cpu().numpy()
+
+        valid = nonzero
+        b1_out: np.ndarray | None
+        if b1_voxel is None:
+            index = self._run(self._full_index(), unit)
+            atom_mag = self._mag[index].astype(np.float64)  # (n, N)
+            b1_out = None if self.b1 is None else self.b1[index]
+        else:
+            planes = self.b1_planes
+            assert planes is not None
+            accepted, nearest = self._voxel_planes(b1_voxel, b1_margin)
+            valid = nonzero & accepted
+            index = np.zeros(n, dtype=np.int64)
+            if b1_interpolation == "nearest" or planes.size == 1:
+                for p in np.unique(nearest[valid]):
+                    rows = np.flatnonzero(valid & (nearest == p))
+                    index[rows] = self._plane_atoms[p][self._run(self._plane_index(int(p)), unit[rows])]
+                atom_mag = self._mag[index].astype(np.float64)
+                b1_out = planes[nearest].astype(np.float64)
+            else:
+                self._check_product_grid()
+                b_clamped = np.clip(np.where(valid, b1_voxel, planes[0]), planes[0], planes[-1])
+                lower = np.clip(np.searchsorted(planes, b_clamped, side="right") - 1, 0, planes.size - 2)
+                w = (b_clamped - planes[lower]) / (planes[lower + 1] - planes[lower])  # in [0, 1]
+                candidate = np.zeros(n, dtype=np.int64)
+                w_t = torch.from_numpy(w)
+                for p in np.unique(lower[valid]):
+                    rows = np.flatnonzero(valid & (lower == p))
+                    candidate[rows] = self._run_linear(self._pair(int(p)), unit[rows], w_t[rows])
+                lo_atoms = np.stack(self._plane_atoms)[lower, candidate]
+                hi_atoms = np.stack(self._plane_atoms)[lower + 1, candidate]
+                index = np.stack(self._plane_atoms)[nearest, candidate]
+                atom_mag = ((1.0 - w)[:, None] * self._mag[lo_atoms].astype(np.float64)
+                            + w[:, None] * self._mag[hi_atoms].astype(np.float64))
+                b1_out = b_clamped
 
         # Exact float64 score and M0 of the selected atoms.
-        atom_mag = self._mag[index].astype(np.float64)  # (n, N)
         m0 = np.asarray(fit_m0(mag, atom_mag))
         inner = np.einsum("nf,nf->n", mag, atom_mag)
-        denom = norm * np.sqrt(self._norm_sq[index])
+        denom = norm * np.sqrt(np.einsum("nf,nf->n", atom_mag, atom_mag))
         score = np.zeros(n, dtype=np.float64)
         np.divide(inner, denom, out=score, where=denom > 0)
         np.clip(score, 0.0, 1.0, out=score)
 
         t1 = self.t1_ms[index]
         t2 = self.t2_ms[index]
-        b1 = None if self.b1 is None else self.b1[index]
-        if not nonzero.all():
-            zero = ~nonzero
-            index[zero] = -1
-            t1[zero] = np.nan
-            t2[zero] = np.nan
-            m0[zero] = 0.0
-            score[zero] = 0.0
-            if b1 is not None:
-                b1[zero] = np.nan
-        return MatchResult(t1_ms=t1, t2_ms=t2, m0=m0, score=score, index=index.astype(np.int64, copy=False), b1=b1)
+        if not valid.all():
+            bad = ~valid
+            index[bad] = -1
+            t1[bad] = np.nan
+            t2[bad] = np.nan
+            m0[bad] = 0.0
+            score[bad] = 0.0
+            if b1_out is not None:
+                b1_out[bad] = np.nan
+        return MatchResult(t1_ms=t1, t2_ms=t2, m0=m0, score=score, index=index.astype(np.int64, copy=False),
+                           b1=b1_out)
 
     __call__ = match
 
 
-def match(signals: np.ndarray | torch.Tensor, dictionary: Dictionary | Matcher, **kwargs: Any) -> MatchResult:
+def match(signals: np.ndarray | torch.Tensor, dictionary: Dictionary | Matcher, b1: Any = None, *,
+          b1_interpolation: Literal["nearest", "linear"] = "nearest", b1_margin: float | None = None,
+          **kwargs: Any) -> MatchResult:
     """Match ``signals`` against ``dictionary`` (convenience wrapper around :class:`Matcher`).
 
     Args:
         signals: ``(n_voxels, n_frames)`` magnitudes (any scale) or complex values.
         dictionary: a :class:`~drone_core.dictionary.Dictionary` (a :class:`Matcher` is built for this
             call with ``**kwargs``) or an existing :class:`Matcher` (then no kwargs).
+        b1: None or the voxels' relative B1 ``(n_voxels,)`` (see :meth:`Matcher.match`).
+        b1_interpolation, b1_margin: as for :meth:`Matcher.match`.
         **kwargs: ``device``, ``dtype``, ``svd_rank``, ``chunk_size``, ``atom_chunk``.
 
     Returns:
         a :class:`MatchResult`; ``t1_ms, t2_ms, m0 = match(signals, dictionary)`` unpacks it.
     """
+    options = dict(b1_interpolation=b1_interpolation, b1_margin=b1_margin)
     if isinstance(dictionary, Matcher):
         if kwargs:
             raise TypeError(f"match: options {sorted(kwargs)} apply when building a Matcher; "
                             "the given Matcher already has its own")
-        return dictionary.match(signals)
+        return dictionary.match(signals, b1, **options)  # type: ignore[arg-type]
     if not isinstance(dictionary, Dictionary):
         raise TypeError(f"dictionary: expected drone_core.dictionary.Dictionary or Matcher, "
                         f"got {type(dictionary).__name__}")
-    return Matcher(dictionary, **kwargs).match(signals)
+    return Matcher(dictionary, **kwargs).match(signals, b1, **options)  # type: ignore[arg-type]

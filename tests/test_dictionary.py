@@ -346,6 +346,36 @@ def test_select_without_b1(schedule: Schedule, small_grid) -> None:
     assert d.select(np.array([0, 1])).b1 is None
 
 
+def test_b1_values_are_sorted_distinct_planes(dictionary: Dictionary, schedule: Schedule, small_grid) -> None:
+    planes = dictionary.b1_values()
+    assert planes is not None and planes.dtype == np.float64
+    np.testing.assert_array_equal(planes, sorted(B1_VALUES))
+    # Order of the atoms does not matter: a reversed dictionary has the same planes.
+    reversed_planes = dictionary.select(np.arange(len(dictionary))[::-1]).b1_values()
+    assert reversed_planes is not None
+    np.testing.assert_array_equal(reversed_planes, planes)
+    assert Dictionary.generate(schedule, *small_grid).b1_values() is None
+
+
+def test_select_b1_keeps_one_plane_in_order(dictionary: Dictionary) -> None:
+    assert dictionary.b1 is not None
+    for value in B1_VALUES:
+        plane = dictionary.select_b1(value)
+        keep = np.flatnonzero(dictionary.b1 == value)
+        assert len(plane) == keep.size == len(dictionary) // len(B1_VALUES)
+        np.testing.assert_array_equal(plane.atoms, dictionary.atoms[keep])
+        np.testing.assert_array_equal(plane.t1_ms, dictionary.t1_ms[keep])
+        np.testing.assert_array_equal(plane.t2_ms, dictionary.t2_ms[keep])
+        assert plane.b1 is not None and np.all(plane.b1 == value)
+
+
+def test_select_b1_errors(dictionary: Dictionary, schedule: Schedule, small_grid) -> None:
+    with pytest.raises(ValueError, match=r"b1: expected one of the dictionary's B1 planes \[0.8, 1.0, 1.15\], got 0.9"):
+        dictionary.select_b1(0.9)
+    with pytest.raises(ValueError, match="b1: this dictionary has no B1 axis"):
+        Dictionary.generate(schedule, *small_grid).select_b1(1.0)
+
+
 def test_magnitudes_and_describe(dictionary: Dictionary) -> None:
     mag = dictionary.magnitudes()
     assert mag.dtype == np.float32 and mag.shape == dictionary.atoms.shape
