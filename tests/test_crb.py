@@ -1,4 +1,5 @@
-"""Tests of drone_core.crb: Fisher information, Jacobian, the bound itself (Monte Carlo), the cost.
+"""Tests of drone_core.crb: Fisher information, Jacobian, the bound itself (Monte Carlo), the cost; with the
+slice profile and B1 as a fourth unknown.
 
 The Monte-Carlo test is the one that checks the *meaning* of the numbers: an (asymptotically)
 efficient estimator — nonlinear least squares, i.e. maximum likelihood under white Gaussian noise —
@@ -15,9 +16,10 @@ import torch
 from scipy.optimize import least_squares
 
 from drone_core.crb import (BRAIN_TISSUES_1P5T, crb, crb_cost, crb_cost_tensors, fisher_information,
-                            signal_jacobian)
+                            schedule_profile, signal_jacobian)
 from drone_core.epg import simulate
-from drone_core.schedule import Schedule
+from drone_core.excitation import TABLE_MAX_DEG, TABLE_STEP_DEG, Excitation, ProfileTable
+from drone_core.schedule import Schedule, default_schedule
 
 # ---------------------------------------------------------------------------- seeds and tolerances
 SCHEDULE_SEED = 1234
@@ -327,3 +329,198 @@ def test_unidentifiable_tissue_gets_infinite_bound() -> None:
     r = crb(_random_schedule(), [1000.0, 1000.0], [0.01, 80.0])
     assert np.isinf(r.std[0]).all()
     assert np.isfinite(r.std[1]).all()
+
+
+# ---------------------------------------------------------------------------- (f) slice profile, B1 unknown
+#: Excitation of the profile tests: the default schedule's pulse (Hann sinc, TBW 4).
+PROFILE_EXCITATION = Excitation("sinc", 4.0, "hann")
+#: Slice positions in the fast profile tests: fewer than the default 24 (cost ∝ positions); the
+#: bound's formulas do not depend on the count.
+PROFILE_N_POSITIONS = 8
+#: A flat table θ(z) = α with weights summing to 1 is the ideal slice up to float64 rounding of the
+#: weighted sum and the interpolation (α/step·step): a few ulps of each signal.
+FLAT_PROFILE_RTOL = 1e-12
+#: Central differences through the profile table: θ is piecewise linear in B1·α (0.25° cells), so
+#: the step must be small enough that no cell boundary falls inside ±h for most frames
+#: (h·α ≈ 1e-4°: ≲ 1 % chance per frame set); truncation ∝ h² ≈ 1e-12, round-off 1e-16/1e-6 = 1e-10.
+PROFILE_FD_REL_STEP = 1e-6
+PROFILE_FD_RTOL = 1e-6
+
+#: Monte Carlo with B1 as a fourth unknown, default schedule with its slice profile (the case of
+#: "no B1 map"): WM at B1 0.8, i.e. off the nominal field. σ such that the largest relative bound
+#: of T1, T2, B1 is 2 % (see MC_TARGET_RELATIVE_STD).
+MC4_T1_MS, MC4_T2_MS, MC4_B1 = 663.0, 83.0, 0.8
+#: Draws: default run (~15–30 s on 2 cores: each Gauss–Newton iteration simulates 4 × draws
+#: fingerprints over 24 slice positions) and the slow run.
+MC4_DRAWS_FAST = 400
+MC4_DRAWS_SLOW = 4000
+#: Gauss–Newton stops for a draw when every parameter moved by less than this fraction of its √CRB
+#: (the spread being measured), at most MC4_MAX_ITERATIONS times. A draw whose least-squares minimum
+#: sits on a cell boundary of the piecewise-linear profile table alternates around it instead; it
+#: is accepted when its last step is below MC4_KINK_FRACTION of √CRB (an error of ≤ 1 % of the
+#: spread, which changes the sample variance by far less than its Monte-Carlo tolerance).
+MC4_STEP_FRACTION = 1e-4
+MC4_KINK_FRACTION = 1e-2
+MC4_MAX_ITERATIONS = 12
+
+
+def _profile_schedule() -> Schedule:
+    return _random_schedule().replace(excitation=PROFILE_EXCITATION)
+
+
+def test_crb_without_excitation_is_exactly_the_ideal_crb() -> None:
+    with_pulse = _profile_schedule()
+    ideal = with_pulse.ideal()
+    assert ideal.excitation is None and schedule_profile(ideal) is None
+    t1, t2 = _tissues()
+    for include_b1 in (False, True):
+        r = crb(ideal, t1, t2, b1=[0.8, 1.0, 1.2], include_b1=include_b1)
+        fa, tr = (torch.as_tensor(a) for a in ideal.arrays())
+        jac = signal_jacobian(fa, tr, ideal.te_ms, ideal.ti_ms, ideal.inversion_efficiency, _t(t1), _t(t2),
+                              _t([0.8, 1.0, 1.2]), include_b1=include_b1, profile=None)
+        np.testing.assert_array_equal(r.covariance, torch.linalg.inv(fisher_information(jac)).numpy())
+        # The pulse changes the bound (the profile is used when the schedule declares it).
+        rp = crb(with_pulse, t1, t2, b1=[0.8, 1.0, 1.2], include_b1=include_b1, n_positions=PROFILE_N_POSITIONS)
+        assert np.all(np.abs(rp.std[:, 1:] / r.std[:, 1:] - 1.0) > 1e-3)
+    assert crb_cost(ideal) == crb_cost(ideal, b1_values=[1.0], n_positions=PROFILE_N_POSITIONS)
+
+
+def test_flat_profile_table_gives_the_ideal_jacobian(schedule: Schedule) -> None:
+    # θ(z) = α at every position, weights summing to 1: the slice integral is the ideal signal.
+    angles = np.arange(0.0, TABLE_MAX_DEG + 0.5 * TABLE_STEP_DEG, TABLE_STEP_DEG)
+    n_pos = 5
+    flat = ProfileTable(PROFILE_EXCITATION, np.linspace(0.0, 1.0, n_pos), np.full(n_pos, 1.0 / n_pos),
+                        np.repeat(angles[:, None], n_pos, axis=1))
+    t1, t2 = _tissues()
+    fa, tr = (torch.as_tensor(a) for a in schedule.arrays())
+    args = (fa, tr, schedule.te_ms, schedule.ti_ms, schedule.inversion_efficiency, _t(t1), _t(t2),
+            _t([0.75, 1.0, 1.25]))
+    ideal = signal_jacobian(*args, include_b1=True).numpy()
+    got = signal_jacobian(*args, include_b1=True, profile=flat).numpy()
+    for col in range(4):
+        scale = np.abs(ideal[..., col]).max(axis=1, keepdims=True)
+        assert np.abs(got[..., col] - ideal[..., col]).max() <= FLAT_PROFILE_RTOL * scale.max(), f"column {col}"
+
+
+def test_profile_jacobian_matches_central_differences() -> None:
+    s = _profile_schedule()
+    t1, t2 = _tissues()
+    b1 = np.array([0.7, 1.0, 1.3])
+    m0 = 1.3
+    profile = schedule_profile(s, PROFILE_N_POSITIONS)
+    assert profile is not None and profile.n_positions == PROFILE_N_POSITIONS
+    fa, tr = (torch.as_tensor(a) for a in s.arrays())
+    jac = signal_jacobian(fa, tr, s.te_ms, s.ti_ms, s.inversion_efficiency, _t(t1), _t(t2), _t(b1), m0=m0,
+                          include_b1=True, profile=profile).numpy()
+
+    def sim(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return simulate(s, a, b, c, dtype=torch.float64, n_positions=PROFILE_N_POSITIONS)
+
+    fd = np.empty_like(jac)
+    fd[..., 0] = sim(t1, t2, b1)
+    for col, theta in ((1, t1), (2, t2), (3, b1)):
+        h = PROFILE_FD_REL_STEP * theta
+        plus, minus = [t1, t2, b1], [t1, t2, b1]
+        plus[col - 1] = theta + h
+        minus[col - 1] = theta - h
+        fd[..., col] = m0 * (sim(*plus) - sim(*minus)) / (2.0 * h[:, None])
+    for col in range(4):
+        scale = np.abs(fd[..., col]).max(axis=1, keepdims=True)
+        err = np.abs(jac[..., col] - fd[..., col]) / scale
+        assert err.max() <= PROFILE_FD_RTOL, f"column {col}: max relative error {err.max():.2e}"
+
+
+@pytest.mark.parametrize("b1", [0.7, 1.3])
+def test_profile_b1_unknown_nests(b1: float) -> None:
+    s = _profile_schedule()
+    t1, t2 = _tissues()
+    known = crb(s, t1, t2, b1=b1, n_positions=PROFILE_N_POSITIONS)
+    unknown = crb(s, t1, t2, b1=b1, include_b1=True, n_positions=PROFILE_N_POSITIONS)
+    assert unknown.params[-1] == "b1"
+    for i in (0, 1, 2):
+        assert np.all(unknown.covariance[:, i, i] >= known.covariance[:, i, i] * (1 - NESTING_RTOL))
+    np.testing.assert_allclose(unknown.relative_std[:, 3], unknown.std[:, 3] / b1, rtol=SAME_MATH_RTOL)
+
+
+def test_crb_cost_with_b1_terms_is_mean_over_b1_of_crb() -> None:
+    s = _profile_schedule()
+    t1, t2 = _tissues()
+    b1_values, weight = (0.8, 1.0, 1.2), 2.5
+    expected = 0.0
+    for b in b1_values:
+        r = crb(s, t1, t2, b1=b, include_b1=True, n_positions=PROFILE_N_POSITIONS)
+        expected += float(np.sum(r.covariance[:, 1, 1] / t1**2 + r.covariance[:, 2, 2] / t2**2
+                                 + weight * r.covariance[:, 3, 3] / b**2)) / len(b1_values)
+    got = crb_cost(s, b1_values=b1_values, include_b1=True, b1_weight=weight, n_positions=PROFILE_N_POSITIONS)
+    assert got == pytest.approx(expected, rel=SAME_MATH_RTOL)
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(b1_weight=1.0), "b1_weight"),
+                                         (dict(include_b1=True, b1_weight=-1.0), "b1_weight"),
+                                         (dict(b1_values=[]), "b1_values"),
+                                         (dict(b1_values=[2.5]), "b1_values")])
+def test_crb_cost_bad_arguments(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        crb_cost(_profile_schedule(), n_positions=PROFILE_N_POSITIONS, **kwargs)
+
+
+def test_crb_refuses_b1_beyond_the_profile_table() -> None:
+    with pytest.raises(ValueError, match="b1"):
+        crb(_profile_schedule(), [663.0], [83.0], b1=2.5, n_positions=PROFILE_N_POSITIONS)
+
+
+def _monte_carlo_b1(n_draws: int) -> None:
+    """Batched Gauss–Newton least squares of (M0, T1, T2, B1) on noisy default-schedule fingerprints."""
+    s = default_schedule()
+    assert s.excitation is not None  # the case this checks: the signal with its slice profile
+    truth = np.array([MC_M0, MC4_T1_MS, MC4_T2_MS, MC4_B1])
+    unit = crb(s, [MC4_T1_MS], [MC4_T2_MS], b1=MC4_B1, include_b1=True)
+    sigma = MC_TARGET_RELATIVE_STD / float(unit.relative_std[0, 1:].max()) * MC_M0
+    bound = crb(s, [MC4_T1_MS], [MC4_T2_MS], b1=MC4_B1, include_b1=True, m0=MC_M0, sigma=sigma)
+    assert bound.params == ("m0", "t1_ms", "t2_ms", "b1")
+
+    clean = MC_M0 * simulate(s, [MC4_T1_MS], [MC4_T2_MS], [MC4_B1], dtype=torch.float64)[0]
+    rng = np.random.default_rng(NOISE_SEED)
+    noisy = clean[None] + sigma * (rng.standard_normal((n_draws, N_FRAMES))
+                                   + 1j * rng.standard_normal((n_draws, N_FRAMES)))
+    est = np.tile(truth, (n_draws, 1))  # start at the truth: we test the spread, not the basin
+    active = np.arange(n_draws)
+    last_step = np.zeros_like(est)
+    for _ in range(MC4_MAX_ITERATIONS):
+        q = est[active]
+        k = len(active)
+        # One simulate call: each draw at its estimate and at forward steps in T1, T2, B1
+        # (finite differences, independent of the forward-mode Jacobian under test).
+        probes = np.concatenate([q] + [q + np.eye(4)[j] * FIT_FD_REL_STEP * q[:, j:j + 1] for j in (1, 2, 3)])
+        f = simulate(s, probes[:, 1], probes[:, 2], probes[:, 3], dtype=torch.float64).reshape(4, k, N_FRAMES)
+        jac = np.stack([f[0]] + [q[:, :1] * (f[j] - f[0]) / (FIT_FD_REL_STEP * q[:, j:j + 1]) for j in (1, 2, 3)],
+                       axis=-1)
+        resid = noisy[active] - q[:, :1] * f[0]
+        jr = np.concatenate([jac.real, jac.imag], axis=1)
+        rr = np.concatenate([resid.real, resid.imag], axis=1)
+        step = np.linalg.solve(np.einsum("kfp,kfq->kpq", jr, jr), np.einsum("kfp,kf->kp", jr, rr)[..., None])[..., 0]
+        est[active] = q + step
+        last_step[active] = step
+        done = np.all(np.abs(step) <= MC4_STEP_FRACTION * bound.std[0], axis=1)
+        active = active[~done]
+        if active.size == 0:
+            break
+    stuck = np.abs(last_step[active]) / bound.std[0]
+    assert stuck.size == 0 or stuck.max() <= MC4_KINK_FRACTION, f"{active.size} draws did not converge"
+
+    variance = est.var(axis=0, ddof=1)
+    tol = VARIANCE_NSIGMA * math.sqrt(2.0 / (n_draws - 1))
+    ratio = variance / np.diag(bound.covariance[0])
+    for i, name in enumerate(bound.params):
+        assert abs(ratio[i] - 1.0) <= tol, f"{name}: sample variance / CRB = {ratio[i]:.3f}, tolerance ±{tol:.3f}"
+        bias = est[:, i].mean() - truth[i]
+        assert abs(bias) <= BIAS_NSIGMA * bound.std[0, i] / math.sqrt(n_draws), f"{name}: bias {bias:.3g}"
+
+
+def test_crb_with_b1_unknown_matches_monte_carlo_least_squares() -> None:
+    _monte_carlo_b1(MC4_DRAWS_FAST)
+
+
+@pytest.mark.slow
+def test_crb_with_b1_unknown_matches_monte_carlo_least_squares_many_draws() -> None:
+    _monte_carlo_b1(MC4_DRAWS_SLOW)
