@@ -10,6 +10,12 @@ Images come back into ``OUT.h5`` the way ``drone replay`` and Gadgetron's client
 (``/<group>/image_<series>``); PNG and NIfTI outputs as in ``drone replay``, whose input and output
 code this shares.
 
+B1 maps: with the property ``b1=stream`` (``--set b1=stream``, or in the ``--config-file`` chain)
+the file's B1 map vars (series ``b1_series_index``) are sent first, then the frames; otherwise vars
+of B1 map images (meta ``DRONE_Map`` = ``B1``) are not sent (as in ``drone replay``). The client
+cannot see the properties of a chain the server has by name (``--config NAME``): if that chain sets
+``b1=stream``, say so here too (``--set b1=stream``).
+
 A TEXT from the server starting with ``ERROR`` fails the run with that text
 (:class:`ServerError`); nothing is written then.
 """
@@ -26,7 +32,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .replay import ReplayResult, open_input, parse_property_args, progress_bar, write_outputs
-from .settings import settings_from_properties
+from .errors import SettingsError
+from .settings import GadgetSettings, settings_from_properties
 
 __all__ = ["ServerError", "SendError", "send", "add_arguments", "run", "main"]
 
@@ -89,6 +96,21 @@ class _Receiver(threading.Thread):
             stream.close()
 
 
+def _stream_settings(properties: Mapping[str, str], config_text: str | None) -> GadgetSettings:
+    """The settings the server will (probably) run with, as far as the client can know: a chain text's
+    properties under the ``--set`` ones (a chain the server has by name is not visible here)."""
+    merged = dict(properties)
+    if config_text is not None:
+        from .chains import chain_from_text
+
+        try:
+            merged = {**chain_from_text(config_text).properties, **properties}
+            return settings_from_properties(merged)
+        except SettingsError as exc:  # the server will say what is wrong with it
+            log.debug("the chain text does not parse here (%s); using the --set properties", exc)
+    return settings_from_properties(dict(properties))
+
+
 def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", port: int = 9002,
          config: str | None = "drone_images", config_text: str | None = None,
          settings: Mapping[str, str] | None = None, group: str | None = None,
@@ -122,7 +144,8 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
     t0 = time.perf_counter()
     properties = {str(k): str(v) for k, v in (settings or {}).items()}
     parsed = settings_from_properties(properties)  # the properties must at least be known ones
-    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir)
+    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir,
+                        settings=_stream_settings(properties, config_text))
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout_s)
     except OSError as exc:
@@ -171,7 +194,7 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
                         out_group=out_group or source.group, png_dir=png_dir, nifti_dir=nifti_dir)
     return ReplayResult(source.path, Path(out_path), source.group, out.group, sent, len(receiver.images), out.slices,
                         out.series, time.perf_counter() - t0, seconds, time.perf_counter() - stream_start,
-                        out.png_files, out.nifti_files, "\n".join(receiver.texts))
+                        out.png_files, out.nifti_files, "\n".join(receiver.texts), source.n_b1)
 
 
 # =========================================================================== command line
@@ -191,7 +214,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image var of the group to send (repeatable; default: all)")
     parser.add_argument("--out-group", help="output group (default: the input group)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="properties",
-                        help="a gadget property sent as JSON parameters (repeatable), e.g. --set maps=t1,t2")
+                        help="a gadget property sent as JSON parameters (repeatable), e.g. --set maps=t1,t2; "
+                             "--set b1=stream sends the file's B1 map var (series b1_series_index) first")
     parser.add_argument("--png", type=Path, metavar="DIR", help="write one PNG of the maps per slice into DIR")
     parser.add_argument("--nifti", type=Path, metavar="DIR", help="write one NIfTI file per map into DIR")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S",

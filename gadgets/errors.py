@@ -17,6 +17,10 @@ __all__ = [
     "NonFiniteFrameError",
     "IncompleteFingerprintError",
     "PendingLimitError",
+    "B1Error",
+    "B1MissingError",
+    "DuplicateB1Error",
+    "B1GeometryError",
     "ScheduleMismatchError",
     "ProtocolError",
     "StalledError",
@@ -55,6 +59,22 @@ class IncompleteFingerprintError(StreamError):
 
 class PendingLimitError(FrameError):
     """The frames held for slices not yet complete would exceed the memory bound."""
+
+
+class B1Error(StreamError):
+    """A B1 map cannot be used for its slice (bad image, implausible scale …)."""
+
+
+class B1MissingError(B1Error):
+    """A slice's fingerprint is complete but its B1 map never came (end of stream), or the B1 file has none for it."""
+
+
+class DuplicateB1Error(B1Error):
+    """A second B1 map arrived for the same slice."""
+
+
+class B1GeometryError(B1Error):
+    """A B1 map does not overlap its slice's frames (another slice position, or no in-plane overlap)."""
 
 
 class ScheduleMismatchError(StreamError):

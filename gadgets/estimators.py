@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any, Union
 
+import numpy as np
 import torch
 
 from drone_core.dictionary import Dictionary, paper_grid
@@ -21,8 +22,8 @@ from drone_core.schedule import Schedule
 from .errors import SettingsError
 from .settings import GadgetSettings
 
-__all__ = ["Estimator", "build_estimator", "describe_estimator", "estimator_kind", "estimator_schedule",
-           "resolve_device"]
+__all__ = ["Estimator", "b1_capability", "b1_range", "build_estimator", "describe_estimator", "estimator_kind",
+           "estimator_schedule", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,34 @@ def estimator_kind(estimator: Any) -> str:
     if isinstance(estimator, Matcher):
         return f"the dictionary ({estimator.n_atoms} atoms)"
     return "the DRONE network"
+
+
+def b1_range(estimator: Any) -> tuple[float, float] | None:
+    """The relative-B1 range ``(low, high)`` an estimator covers (a model's ``b1.range``, a B1 axis), or None."""
+    if isinstance(estimator, Matcher):
+        b1 = getattr(estimator, "b1", None)
+        if b1 is None or not np.size(b1):
+            return None
+        return float(np.min(b1)), float(np.max(b1))
+    use = getattr(estimator, "b1", None)
+    if use is not None and (getattr(use, "input", False) or getattr(use, "output", False)):
+        lo, hi = use.range
+        return float(lo), float(hi)
+    return None
+
+
+def b1_capability(estimator: Any) -> str:
+    """What an estimator does with B1, as a phrase for messages (``"takes a B1 map (B1 0.5–1.5)"`` …)."""
+    span = b1_range(estimator)
+    text = "" if span is None else f" (B1 {span[0]:g}–{span[1]:g})"
+    if isinstance(estimator, Matcher):
+        return f"has a B1 axis{text} and takes a B1 map" if span is not None else "has no B1 axis (B1 = 1)"
+    use = getattr(estimator, "b1", None)
+    if getattr(use, "input", False):
+        return f"takes a B1 map{text}"
+    if getattr(use, "output", False):
+        return f"estimates B1 from the fingerprints{text} and takes no B1 map"
+    return "was trained at B1 = 1 (no B1 input or output)"
 
 
 def describe_estimator(estimator: Any) -> str:

@@ -16,15 +16,16 @@ connection. The handler then
 1. parses the settings from the ``<configuration>`` (:mod:`drone_gadgets.settings`),
 2. loads the estimator (:mod:`drone_gadgets.estimators`),
 3. checks the header's ``sequenceParameters`` against the estimator's schedule
-   (:mod:`drone_gadgets.header`),
+   (:mod:`drone_gadgets.header`) and the property ``b1`` against what the estimator does with B1
+   (:func:`drone_gadgets.b1maps.check_b1_support`),
 4. streams the messages through :func:`drone_gadgets.stages.pipeline` and sends every output back
    as soon as it is made (:mod:`drone_gadgets.protocol`).
 
 Any failure — a bad setting, a schedule mismatch, a duplicate or malformed frame, slices still
-incomplete at CLOSE, an internal error — is sent to Gadgetron as an ERROR message naming the
-problem, followed by CLOSE, so the chain fails visibly; the handler then raises
-:class:`~drone_gadgets.errors.GadgetFailed` (exit status 1). If Gadgetron goes away, the process
-ends promptly. Logs go to stderr (via :mod:`logging`); anything a library prints to
+incomplete at CLOSE, a B1 map that is missing, duplicated or off its slice, an internal error — is
+sent to Gadgetron as an ERROR message naming the problem, followed by CLOSE, so the chain fails
+visibly; the handler then raises :class:`~drone_gadgets.errors.GadgetFailed` (exit status 1). If
+Gadgetron goes away, the process ends promptly. Logs go to stderr (via :mod:`logging`); anything a library prints to
 ``sys.stdout`` during the handler is redirected to stderr, since the process's stdout is
 Gadgetron's.
 """
@@ -38,6 +39,7 @@ import xml.etree.ElementTree as ET
 from importlib import metadata
 from typing import Any, Callable, Iterable, Iterator
 
+from .b1maps import check_b1_support
 from .errors import GadgetFailed
 from .estimators import build_estimator, describe_estimator, estimator_kind, estimator_schedule
 from .header import check_header_schedule
@@ -76,7 +78,7 @@ def _raw_header(connection: Any) -> bytes | str:
 
 def prepare(config: bytes | str | GadgetSettings | None, header: bytes | str, *,
             build: Callable[[GadgetSettings], Any] = build_estimator) -> tuple[GadgetSettings, Any]:
-    """Settings and estimator for a scan, with the header's schedule checked.
+    """Settings and estimator for a scan, with the header's schedule and the ``b1`` mode checked.
 
     Args:
         config: the ``<configuration>`` XML of the chain's ``<external>`` element, or settings.
@@ -87,10 +89,12 @@ def prepare(config: bytes | str | GadgetSettings | None, header: bytes | str, *,
         ``(settings, estimator)``.
 
     Raises:
-        SettingsError, ScheduleMismatchError: with messages naming the property or both schedules.
+        SettingsError, ScheduleMismatchError: with messages naming the property or both schedules
+            (a ``b1`` mode the estimator cannot serve names ``b1`` and the estimator).
     """
     settings = config if isinstance(config, GadgetSettings) else parse_settings(config)
     estimator = build(settings)
+    check_b1_support(settings, estimator)
     check_header_schedule(header, estimator_schedule(estimator), settings.schedule_check,
                           what=estimator_kind(estimator))
     return settings, estimator
@@ -110,8 +114,8 @@ def drone_mrf(connection: Any) -> None:
 
     def run(inputs: Iterator[Any]) -> Iterable[Any]:
         settings, estimator = prepare(_raw_config(connection), _raw_header(connection))
-        log.info("drone_mrf: %s; frames numbered by %r; maps %s", describe_estimator(estimator),
-                 settings.frame_counter, ", ".join(settings.maps))
+        log.info("drone_mrf: %s; frames numbered by %r; maps %s; B1 %s", describe_estimator(estimator),
+                 settings.frame_counter, ", ".join(settings.output_maps), settings.b1)
         return pipeline(inputs, estimator, settings)
 
     with contextlib.redirect_stdout(sys.stderr):

@@ -9,6 +9,12 @@ Gadgetron's client stores them (``/<group>/image_<image_series_index>``, :mod:`d
 Optionally it also writes one PNG per slice (:mod:`drone_gadgets.figures`) and one NIfTI file per
 map (:func:`save_nifti`).
 
+B1 maps: a scan may carry its B1 map as its own image var (``drone simulate-scan`` writes
+``image_5``: series 5, meta ``DRONE_Map`` = ``B1``). With the property ``b1=stream`` the vars whose
+images are all of series ``b1_series_index`` are the B1 maps: they are sent first, then the frames
+(so no slice waits for its B1 map). With any other ``b1`` the vars of images marked as B1 maps
+(``DRONE_Map`` = ``B1``) are not sent (they are not frames). Given ``variables`` are sent as given.
+
 Nothing is written unless the gadget succeeds: a failure it reports (a schedule mismatch, a
 missing frame …) raises :class:`~drone_gadgets.loopback.GadgetError` with the gadget's own message,
 and ``OUT.h5`` is left as it was.
@@ -62,6 +68,8 @@ log = logging.getLogger(__name__)
 #: The progress bar is shown for inputs of at least this many frames (2 slices of 25).
 PROGRESS_MIN_FRAMES = 50
 _IMAGE = 1022  # message id of an image
+#: Maps read back from the gadget (the B1 map with ``b1=estimate``), in NIfTI output order.
+_OUTPUT_MAPS = MAP_NAMES + ("b1",)
 
 
 def _stream_modules() -> tuple[Any, Any]:
@@ -91,6 +99,7 @@ class ReplayResult:
         stream_seconds: from the first frame sent to the gadget's CLOSE.
         png_files, nifti_files: extra outputs.
         gadget_log: the gadget process's stderr.
+        b1_images: of the images sent, the B1 map images (``b1=stream``).
     """
 
     in_path: Path
@@ -107,6 +116,7 @@ class ReplayResult:
     png_files: list[Path] = field(default_factory=list)
     nifti_files: list[Path] = field(default_factory=list)
     gadget_log: str = ""
+    b1_images: int = 0
 
     @property
     def slices_per_second(self) -> float:
@@ -116,7 +126,9 @@ class ReplayResult:
     def summary(self) -> str:
         """A one-paragraph report for people."""
         vars_ = ", ".join(f"{name} ({n})" for name, n in self.series.items()) or "no images"
-        lines = [f"replayed {self.frames} frames of /{self.group} in {self.in_path}: {self.slices} slice(s) in "
+        sent = (f"{self.frames - self.b1_images} frames and {self.b1_images} B1 map images" if self.b1_images
+                else f"{self.frames} frames")
+        lines = [f"replayed {sent} of /{self.group} in {self.in_path}: {self.slices} slice(s) in "
                  f"{self.seconds:.2f} s ({self.slices_per_second:.1f} slices/s; gadget process "
                  f"{self.gadget_seconds:.2f} s, streaming {self.stream_seconds:.2f} s)",
                  f"wrote {self.maps} map images to {self.out_path} /{self.out_group}: {vars_}"]
@@ -190,15 +202,16 @@ def maps_by_slice(images: Sequence[ismrmrd.Image], settings: GadgetSettings | No
                   ) -> dict[int, dict[str, tuple[np.ndarray, ismrmrd.ImageHeader]]]:
     """``{slice: {"t1"|"t2"|"m0": ((z, y, x) float32 data, header)}}`` of the gadget's map images.
 
-    A map is recognised by its meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``), else by its
-    ``image_series_index`` under ``settings`` (other images are ignored).
+    A map is recognised by its meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``, ``B1``), else by its
+    ``image_series_index`` under ``settings`` (other images are ignored). B1 maps (``b1=estimate``)
+    are in percent of nominal.
     """
     by_series = {index: name for name, index in (settings or GadgetSettings()).series_index.items()}
     out: dict[int, dict[str, tuple[np.ndarray, ismrmrd.ImageHeader]]] = {}
     for image in images:
         label = image.meta.get("DRONE_Map") if hasattr(image, "meta") else None
         name = str(label).lower() if label else by_series.get(int(image.image_series_index))
-        if name not in MAP_NAMES:
+        if name not in _OUTPUT_MAPS:
             continue
         out.setdefault(int(image.slice), {})[name] = (np.asarray(image.data)[0], image.getHead())
     return dict(sorted(out.items()))
@@ -270,11 +283,12 @@ def _require_nibabel() -> Any:
 
 def save_nifti(slices: Mapping[int, Mapping[str, tuple[np.ndarray, ismrmrd.ImageHeader]]],
                out_dir: str | os.PathLike[str], *, prefix: str = "maps") -> list[Path]:
-    """One NIfTI-1 file per map, ``<out_dir>/<prefix>_<t1|t2|m0>.nii.gz``: ``(x, y, slices)`` float32.
+    """One NIfTI-1 file per map, ``<out_dir>/<prefix>_<t1|t2|m0|b1>.nii.gz``: ``(x, y, slices)`` float32.
 
     Slices are ordered along the slice direction (by the projection of their positions on
     ``slice_dir``); the affine is :func:`nifti_affine`'s (scanner coordinates, RAS+, mm;
-    ``qform``/``sform`` code 1). T1 and T2 are in ms, M0 in the input's units.
+    ``qform``/``sform`` code 1). T1 and T2 are in ms, M0 in the input's units, B1 (when
+    estimated) in percent of nominal.
 
     Raises:
         ImportError: nibabel is not installed (names what to install).
@@ -295,7 +309,7 @@ def save_nifti(slices: Mapping[int, Mapping[str, tuple[np.ndarray, ismrmrd.Image
     for note in notes:
         log.warning("NIfTI geometry: %s", note)
     written = []
-    for name in MAP_NAMES:
+    for name in _OUTPUT_MAPS:
         present = [s for s in order if name in slices[s]]
         if not present:
             continue
@@ -315,7 +329,7 @@ def save_nifti(slices: Mapping[int, Mapping[str, tuple[np.ndarray, ismrmrd.Image
         image.header.set_xyzt_units("mm", "sec")
         image.set_qform(affine, code=1)
         image.set_sform(affine, code=1)
-        unit = "ms" if name in ("t1", "t2") else "a.u."
+        unit = {"t1": "ms", "t2": "ms", "b1": "%"}.get(name, "a.u.")
         image.header["descrip"] = f"DRONE {name.upper()} ({unit})".encode()[:79]
         path = folder / f"{prefix}_{name}.nii.gz"
         nib.save(image, str(path))
@@ -369,7 +383,8 @@ def replay(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
     h5io, loopback = _stream_modules()
     properties = {str(k): str(v) for k, v in (settings or {}).items()}
     parsed = settings_from_properties(properties)  # fail fast, before any process starts
-    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir)
+    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir,
+                        settings=parsed)
     loopback.check_header(source.header)
 
     received = [0]
@@ -399,7 +414,7 @@ def replay(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
                         out_group=out_group or source.group, png_dir=png_dir, nifti_dir=nifti_dir)
     return ReplayResult(source.path, Path(out_path), source.group, out.group, run_result.sent, len(run_result.images),
                         out.slices, out.series, time.perf_counter() - t0, run_result.seconds,
-                        run_result.stream_seconds, out.png_files, out.nifti_files, run_result.stderr)
+                        run_result.stream_seconds, out.png_files, out.nifti_files, run_result.stderr, source.n_b1)
 
 
 @dataclass
@@ -407,8 +422,11 @@ class InputScan:
     """The frames of an input file, ready to stream (see :func:`open_input`).
 
     Attributes:
-        path: the file; group: the group; variables: its image vars to send; n_frames: images.
+        path: the file; group: the group; variables: its image vars to send, in order; n_frames: images.
         header: the ISMRMRD XML header (the file's, or a minimal one when it has none).
+        b1_variables: those of ``variables`` holding B1 maps (sent first, with ``b1=stream``).
+        skipped: image vars of the group not sent (B1 maps without ``b1=stream``).
+        n_b1: images in ``b1_variables``.
     """
 
     path: Path
@@ -416,6 +434,9 @@ class InputScan:
     variables: list[str]
     n_frames: int
     header: bytes
+    b1_variables: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    n_b1: int = 0
 
     def images(self) -> Any:
         """The images, read lazily."""
@@ -423,9 +444,60 @@ class InputScan:
         return h5io.iter_images(self.path, self.group, self.variables)
 
 
+def _var_facts(path: Path, group: str, names: Sequence[str]) -> dict[str, tuple[set[int], str]]:
+    """``{var: (its image series indices, its first image's DRONE_Map meta or "")}``."""
+    import h5py
+
+    out: dict[str, tuple[set[int], str]] = {}
+    with h5py.File(path, "r") as f:
+        for name in names:
+            node = f[group][name]
+            header = node["header"]
+            series: set[int] = set()
+            if header.dtype.names and "image_series_index" in header.dtype.names and header.shape[0]:
+                series = {int(v) for v in np.unique(header.fields("image_series_index")[:])}
+            attributes = node["attributes"]
+            first = attributes[0] if attributes.shape and attributes.shape[0] else b""
+            text = first.decode("utf-8", errors="replace") if isinstance(first, bytes) else str(first)
+            label = ""
+            if "<name>DRONE_Map</name>" in text:
+                tail = text.split("<name>DRONE_Map</name>", 1)[1]
+                if "<value>" in tail:
+                    label = tail.split("<value>", 1)[1].split("</value>", 1)[0].strip()
+            out[name] = (series, label)
+    return out
+
+
+def _order_b1(path: Path, group: str, names: list[str], settings: GadgetSettings | None, explicit: bool,
+              ) -> tuple[list[str], list[str], list[str]]:
+    """``(variables to send, of which B1 maps, skipped)`` under the ``b1`` setting (see the module docstring)."""
+    settings = settings or GadgetSettings()
+    facts = _var_facts(path, group, names)
+    if settings.b1_mode == "stream":
+        b1 = [n for n in names if facts[n][0] == {settings.b1_series_index}]
+        if explicit:
+            return names, b1, []
+        for n in names:
+            if n not in b1 and facts[n][1].upper() == "B1":
+                log.warning("/%s/%s holds B1 maps (DRONE_Map B1) of series %s, not b1_series_index %d: sent as "
+                            "frames", group, n, sorted(facts[n][0]), settings.b1_series_index)
+        return b1 + [n for n in names if n not in b1], b1, []
+    if explicit:
+        return names, [], []
+    skipped = [n for n in names if facts[n][1].upper() == "B1"]
+    if skipped:
+        log.info("not sending %s: B1 maps, used only with the property b1=stream (b1 is %r)",
+                 ", ".join(f"/{group}/{n}" for n in skipped), settings.b1)
+    return [n for n in names if n not in skipped], [], skipped
+
+
 def open_input(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, group: str | None = None,
-               variables: Sequence[str] | None = None, png_dir: Any = None, nifti_dir: Any = None) -> InputScan:
+               variables: Sequence[str] | None = None, png_dir: Any = None, nifti_dir: Any = None,
+               settings: GadgetSettings | None = None) -> InputScan:
     """Check the input and output paths and the optional outputs' libraries; find the group, vars and header.
+
+    ``settings`` (default: the defaults) decides what happens to B1 map vars (module docstring):
+    sent first with ``b1=stream``, else not sent.
 
     Raises:
         FileNotFoundError, H5FormatError: the input file, group or vars; ValueError: ``out_path``
@@ -444,7 +516,10 @@ def open_input(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]
     if nifti_dir is not None:
         _require_nibabel()
     group = choose_group(src, group)
-    selected = [v.name for v in h5io.list_image_vars(src, group)] if variables is None else list(variables)
+    names = [v.name for v in h5io.list_image_vars(src, group)] if variables is None else list(variables)
+    if variables is not None:
+        h5io.count_images(src, group, names)  # unknown vars fail here, naming them
+    selected, b1_vars, skipped = _order_b1(src, group, names, settings, explicit=variables is not None)
     n_frames = h5io.count_images(src, group, selected)
     if n_frames == 0:
         raise h5io.H5FormatError(f"/{group} of {str(src)!r} holds no images to replay")
@@ -454,7 +529,8 @@ def open_input(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]
         header = h5io.minimal_header_xml(first, n_slices=_slice_count(src, group, selected))
         log.warning("/%s/xml is missing: sending a minimal ISMRMRD header (no sequenceParameters, so the gadget "
                     "cannot check the acquisition's schedule)", group)
-    return InputScan(src, group, selected, n_frames, header)
+    n_b1 = h5io.count_images(src, group, b1_vars) if b1_vars else 0
+    return InputScan(src, group, selected, n_frames, header, b1_vars, skipped, n_b1)
 
 
 @dataclass
@@ -480,8 +556,8 @@ def write_outputs(images: Sequence[ismrmrd.Image], out_path: str | os.PathLike[s
     if png_dir is not None and slices:
         from .figures import save_map_pngs
 
-        pngs = save_map_pngs({s: {n: d for n, (d, _) in m.items()} for s, m in slices.items()}, png_dir,
-                             prefix=dst.stem)
+        pngs = save_map_pngs({s: {n: d for n, (d, _) in m.items() if n in MAP_NAMES} for s, m in slices.items()},
+                             png_dir, prefix=dst.stem)
     if nifti_dir is not None and slices:
         niftis = save_nifti(slices, nifti_dir, prefix=dst.stem)
     return Outputs(out_group, len(slices), series, pngs, niftis)
@@ -500,6 +576,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-group", help="output group (default: the input group)")
     parser.add_argument("--model", help="DRONE model file (.safetensors) instead of the shipped one")
     parser.add_argument("--estimator", choices=("network", "dictionary"), help="network (DRONE) or dictionary matching")
+    parser.add_argument("--b1", metavar="MODE",
+                        help="the property b1: none, stream (the file's B1 map var, series b1_series_index, is sent "
+                             "first), estimate or file:<path> (docs/GADGET.md, B1 maps)")
     parser.add_argument("--png", type=Path, metavar="DIR", help="write one PNG of the maps per slice into DIR")
     parser.add_argument("--nifti", type=Path, metavar="DIR",
                         help="write one NIfTI file per map into DIR (needs nibabel)")
@@ -534,7 +613,8 @@ def parse_property_args(items: Sequence[str] | None, named: Mapping[str, str | N
 
 
 def _properties(args: argparse.Namespace) -> dict[str, str]:
-    return parse_property_args(args.properties, {name: getattr(args, name, None) for name in ("model", "estimator")})
+    return parse_property_args(args.properties, {name: getattr(args, name, None)
+                                                 for name in ("model", "estimator", "b1")})
 
 
 def run(args: argparse.Namespace) -> int:

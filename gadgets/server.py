@@ -25,10 +25,11 @@ serving the others. Memory per connection is bounded by the limits (one message 
 incomplete slices, ``max_pending_bytes``); estimators are shared between connections (built once
 per setting, :class:`EstimatorCache`).
 
-Properties that name files or hardware on the server (``model``, ``dictionary``, ``device``) are
-the operator's: ``drone serve --model …`` sets them, and a client's configuration may not change
-them (it may repeat their defaults, as the shipped chain files do) unless the server runs with
-``--trust-client-config``.
+Properties that name files or hardware on the server (``model``, ``dictionary``, ``device``, and
+``b1`` when it is ``file:<path>``) are the operator's: ``drone serve --model …`` sets them, and a
+client's configuration may not change them (it may repeat their defaults, as the shipped chain files
+do) unless the server runs with ``--trust-client-config``. A client may choose ``b1`` = ``none``,
+``stream`` or ``estimate`` and ``b1_series_index``/``b1_scale`` (B1 maps it sends itself).
 
 SIGTERM or SIGINT: the server stops accepting, lets connections in progress finish for
 ``shutdown_grace_s`` seconds, then ends the rest with ``ERROR … the server is shutting down`` and
@@ -355,7 +356,11 @@ class ReconServer:
         self.estimators = estimators or EstimatorCache()
         self.stats = ServerStats()
         self._server_props = {str(k): str(v) for k, v in self.options.properties.items()}
-        self.estimators.get(settings_from_properties(dict(self._server_props)))  # fail fast, warm the cache
+        defaults = settings_from_properties(dict(self._server_props))
+        from .b1maps import check_b1_support, open_b1_source
+
+        check_b1_support(defaults, self.estimators.get(defaults))  # fail fast, warm the cache
+        open_b1_source(defaults)  # a bad B1 file fails at start too, not at the first scan
         self._listener = socket.create_server((self.options.host, self.options.port), backlog=64,
                                               reuse_port=False)
         self._listener.settimeout(_POLL_S)
@@ -395,6 +400,12 @@ class ReconServer:
         """
         client = {**chain.properties, **extra}
         merged = {**self._server_props, **client}
+        if not self.options.trust_client_config and "b1" in client:
+            server_b1 = self._server_props.get("b1", _DEFAULTS["b1"])
+            if client["b1"].strip().lower().startswith("file:") and client["b1"].strip() != server_b1.strip():
+                raise SettingsError(f"property 'b1': a B1 map file names a file on the server, chosen by its operator "
+                                    f"(drone serve --set b1=file:…; here {server_b1!r}); a client may set b1 to none, "
+                                    f"stream or estimate, not {client['b1']!r}")
         if not self.options.trust_client_config:
             for name in SERVER_LOCKED:
                 if name not in client:

@@ -33,6 +33,7 @@ __all__ = [
     "Property",
     "PROPERTIES",
     "MAP_NAMES",
+    "B1_MODES",
     "FRAME_COUNTER_FIELDS",
     "parse_properties",
     "parse_settings",
@@ -46,6 +47,8 @@ __all__ = [
 MAP_NAMES: tuple[str, ...] = ("t1", "t2", "m0")
 #: ImageHeader counters that may number the frames of a fingerprint (``slice`` tells slices apart).
 FRAME_COUNTER_FIELDS: tuple[str, ...] = ("repetition", "contrast", "phase", "set", "average")
+#: Values of the ``b1`` property besides ``file:<path>``.
+B1_MODES: tuple[str, ...] = ("none", "stream", "estimate")
 _ESTIMATORS = ("network", "dictionary")
 _SCHEDULE_CHECKS = ("strict", "warn", "off")
 
@@ -68,6 +71,15 @@ class GadgetSettings:
         maps: names of the maps to emit, a subset of :data:`MAP_NAMES` in emission order.
         schedule_check: ``"strict"``, ``"warn"`` or ``"off"``: what a schedule mismatch between
             the ISMRMRD header and the estimator does.
+        b1: where each voxel's relative transmit field B1 comes from: ``"none"`` (B1 = 1),
+            ``"stream"`` (B1 map images in the stream, series ``b1_series_index``),
+            ``"file:<path>"`` (a NIfTI or ISMRMRD ``.h5`` file) or ``"estimate"`` (the estimator
+            estimates it; the B1 map is then emitted too, series ``b1_map_series_index``).
+        b1_series_index: ``image_series_index`` of the B1 map images (in the stream, or in a
+            ``.h5`` file).
+        b1_scale: relative B1 = pixel value × this (0.01: maps in percent of the nominal flip
+            angle; 1/nominal flip angle for flip-angle maps).
+        b1_map_series_index: ``image_series_index`` of the emitted B1 maps (``b1=estimate``).
     """
 
     model: str = "default"
@@ -82,11 +94,33 @@ class GadgetSettings:
     m0_series_index: int = 102
     maps: tuple[str, ...] = MAP_NAMES
     schedule_check: str = "strict"
+    b1: str = "none"
+    b1_series_index: int = 5
+    b1_scale: float = 0.01
+    b1_map_series_index: int = 104
 
     @property
     def series_index(self) -> dict[str, int]:
-        """``{"t1": …, "t2": …, "m0": …}`` image series indices."""
-        return {"t1": self.t1_series_index, "t2": self.t2_series_index, "m0": self.m0_series_index}
+        """``{"t1": …, "t2": …, "m0": …}`` image series indices (and ``"b1"`` with ``b1=estimate``)."""
+        out = {"t1": self.t1_series_index, "t2": self.t2_series_index, "m0": self.m0_series_index}
+        if self.b1 == "estimate":
+            out["b1"] = self.b1_map_series_index
+        return out
+
+    @property
+    def output_maps(self) -> tuple[str, ...]:
+        """The maps emitted per slice, in order: :attr:`maps`, then ``"b1"`` with ``b1=estimate``."""
+        return self.maps + (("b1",) if self.b1 == "estimate" else ())
+
+    @property
+    def b1_mode(self) -> str:
+        """``"none"``, ``"stream"``, ``"estimate"`` or ``"file"``."""
+        return "file" if self.b1.startswith("file:") else self.b1
+
+    @property
+    def b1_file(self) -> str | None:
+        """The path of ``b1=file:<path>``, else None."""
+        return self.b1[len("file:"):] if self.b1.startswith("file:") else None
 
     def __post_init__(self) -> None:
         # Direct construction is validated like parsed text (each value through its property's parser).
@@ -102,14 +136,15 @@ class GadgetSettings:
                 text = str(value)
             if prop.attribute not in ("model", "dictionary"):
                 object.__setattr__(self, prop.attribute, prop.parse(prop.name, text))
-        used = [(name, self.series_index[name]) for name in self.maps]
+        used = [(name, self.series_index[name]) for name in self.output_maps]
         seen: dict[int, str] = {}
         for name, index in used:
+            prop = "b1_map_series_index" if name == "b1" else f"{name}_series_index"
             if index in seen:
                 raise SettingsError(
-                    f"property '{name}_series_index': {index} is also '{seen[index]}_series_index'; the maps need "
+                    f"property '{prop}': {index} is also '{seen[index]}'; the maps need "
                     f"distinct series indices (outputs are stored as image_<image_series_index>)")
-            seen[index] = name
+            seen[index] = prop
 
 
 @dataclass(frozen=True)
@@ -184,6 +219,30 @@ def _series(name: str, text: str) -> int:
     return value
 
 
+def _b1(name: str, text: str) -> str:
+    value = text.strip()
+    low = value.lower()
+    if low in B1_MODES:
+        return low
+    if low.startswith("file:"):
+        path = value[len("file:"):].strip()
+        if not path:
+            raise SettingsError(f"property {name!r}: 'file:' needs the path of a B1 map file (file:<path>); "
+                                f"got {text!r}")
+        return "file:" + path
+    raise SettingsError(f"property {name!r}: expected one of {', '.join(B1_MODES)} or file:<path>; got {text!r}")
+
+
+def _positive(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise SettingsError(f"property {name!r}: expected a positive number; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0.0):
+        raise SettingsError(f"property {name!r}: expected a positive number; got {text!r}")
+    return value
+
+
 def _maps(name: str, text: str) -> tuple[str, ...]:
     items = [t for t in text.replace(",", " ").lower().split() if t]
     if not items:
@@ -229,13 +288,34 @@ PROPERTIES: tuple[Property, ...] = (
     Property("t2_series_index", "101", "`image_series_index` of the T2 maps.", _series, "t2_series_index"),
     Property("m0_series_index", "102", "`image_series_index` of the M0 maps.", _series, "m0_series_index"),
     Property("maps", "t1,t2,m0",
-             "Maps to emit, a comma-separated subset of `t1`, `t2`, `m0` (emitted in that order per slice).",
+             "Maps to emit, a comma-separated subset of `t1`, `t2`, `m0` (emitted in that order per slice; with "
+             "`b1=estimate` the B1 map follows them).",
              _maps, "maps"),
     Property("schedule_check", "strict",
              "Compare the ISMRMRD header's `sequenceParameters` (`flipAngle_deg`, `TR`, `TE`, `TI`) with the "
              "estimator's schedule: `strict` refuses a mismatch (or incomplete parameters), `warn` logs it and "
              "goes on, `off` skips the check. A header without `sequenceParameters` logs a warning and goes on.",
              _choice(_SCHEDULE_CHECKS), "schedule_check"),
+    Property("b1", "none",
+             "Relative transmit field B1 of each voxel: `none` (B1 = 1), `stream` (B1 map images arrive in the "
+             "same stream, told apart from the frames by `image_series_index` = `b1_series_index`, one per slice by "
+             "header `slice`), `file:<path>` (a NIfTI file, or an ISMRMRD `.h5` file whose images of series "
+             "`b1_series_index` are the B1 maps, by `slice`) or `estimate` (the estimator estimates B1; its B1 "
+             "map is emitted too, series `b1_map_series_index`). `stream` and `file:` need an estimator that takes "
+             "B1 (a model trained with a B1 input, a dictionary with a B1 axis), `estimate` one that estimates it. "
+             "B1 maps are resampled onto the frames' grid by their geometry; a slice is computed only with its B1 "
+             "map (docs/GADGET.md, \"B1 maps\").",
+             _b1, "b1"),
+    Property("b1_series_index", "5",
+             "`image_series_index` of the B1 map images (`b1=stream`, or in the `.h5` file of `b1=file:`).",
+             _series, "b1_series_index"),
+    Property("b1_scale", "0.01",
+             "Relative B1 = B1 map pixel value × `b1_scale`: 0.01 for maps in percent of the nominal flip angle "
+             "(scanners' usual B1 maps), 1 for relative maps, 1/nominal flip angle for flip-angle maps.",
+             _positive, "b1_scale"),
+    Property("b1_map_series_index", "104",
+             "`image_series_index` of the emitted B1 maps (only with `b1=estimate`; percent of nominal).",
+             _series, "b1_map_series_index"),
 )
 _BY_NAME = {p.name: p for p in PROPERTIES}
 

@@ -1,4 +1,4 @@
-"""The gadget as a chain of generator stages: images → frames → trajectories → maps → images.
+"""The gadget as a chain of generator stages: images → frames → trajectories → [B1] → maps → images.
 
 Each stage takes an iterable and yields; what a stage does not handle it yields unchanged, in
 order, so messages that are not frames (acquisitions, waveforms …) pass through the whole chain
@@ -6,6 +6,9 @@ untouched. The stages work on plain lists as well as on a Gadgetron connection::
 
     out = list(pipeline(messages, estimator, settings))   # messages: a list of ismrmrd.Image …
 
+0. :func:`b1_images` (``b1=stream`` only) — every ``ismrmrd.Image`` of series
+   ``settings.b1_series_index`` is a B1 map, not a frame: it becomes a
+   :class:`~drone_gadgets.b1maps.B1Map` (slice from header ``slice``, pixels × ``b1_scale``).
 1. :func:`frames` — every ``ismrmrd.Image`` (float, integer or complex; magnitude taken) and
    every frame of a Gadgetron ``ImageArray`` becomes a :class:`Frame`: slice (header ``slice``),
    position in the fingerprint (header counter ``settings.frame_counter``, default
@@ -16,7 +19,15 @@ untouched. The stages work on plain lists as well as on a Gadgetron connection::
    frames, or a frame for a slice already complete is refused; at the end of the input, slices
    still missing frames raise :class:`IncompleteFingerprintError` listing what is missing (their
    partial frames are never turned into maps).
-3. :func:`maps` — :func:`drone_core.reconstruct.reconstruct` on each trajectory → :class:`MapSet`.
+2b. :func:`with_b1` (``b1=stream`` or ``b1=file:``) — gives each trajectory its B1 map resampled
+   onto the frames' grid (:func:`drone_gadgets.b1maps.b1_on_frames`). With ``stream``, B1 maps and
+   complete trajectories may come in either order: whichever comes first waits for the other. A
+   second B1 map for a slice is refused (:class:`DuplicateB1Error`), a B1 map that does not overlap
+   its slice's frames too (:class:`B1GeometryError`, at the message completing the pair); at the end
+   of the input, slices still waiting for their B1 map raise :class:`B1MissingError` (no maps are
+   made with a made-up B1).
+3. :func:`maps` — :func:`drone_core.reconstruct.reconstruct` on each trajectory (with its B1 map,
+   if any) → :class:`MapSet`.
 4. :func:`images` — each map becomes a float32 ``ismrmrd.Image`` with the geometry and counters of
    the slice's first frame (frame 0), its own ``image_series_index``, ``image_index = slice + 1``
    and meta attributes for the scanner (:func:`map_meta`).
@@ -28,7 +39,7 @@ yielded before is whole (complete slices, all their maps), nothing after it is p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping
 
 import ismrmrd
@@ -37,9 +48,10 @@ import numpy as np
 from drone_core._version import __version__
 
 from drone_core.reconstruct import SliceMaps, reconstruct
+from .b1maps import B1File, B1Map, b1_map_from_image, b1_on_frames, open_b1_source
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
-from .errors import (DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError, NonFiniteFrameError,
-                     PendingLimitError)
+from .errors import (B1MissingError, DuplicateB1Error, DuplicateFrameError, FrameError, FrameSizeError,
+                     IncompleteFingerprintError, NonFiniteFrameError, PendingLimitError)
 from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings
 
 __all__ = [
@@ -47,8 +59,10 @@ __all__ = [
     "Trajectory",
     "MapSet",
     "MAP_INFO",
+    "b1_images",
     "frames",
     "trajectories",
+    "with_b1",
     "maps",
     "images",
     "map_meta",
@@ -83,11 +97,14 @@ class Trajectory:
         slice: the slice.
         frames: ``(N, z, y, x)`` float32 magnitudes, frame ``i`` at index ``i``.
         header: ``ImageHeader`` of frame 0 (geometry and counters of the maps).
+        b1: ``(z, y, x)`` float32 relative B1 on the frames' grid (NaN: unknown), or None (B1 = 1,
+            or estimated).
     """
 
     slice: int
     frames: np.ndarray
     header: ismrmrd.ImageHeader
+    b1: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,19 +128,43 @@ class _MapInfo:
     units: str
     description: str
     window: tuple[int, int] | None  # (centre, width); None: from the data
+    scale: float = 1.0  # pixel value = map value × scale
 
 
 #: Per map: label, units, description and display window (centre, width) — T1 0…3000 ms,
-#: T2 0…300 ms; M0's window is taken from its data (0 … 99th percentile inside the mask).
+#: T2 0…300 ms; M0's window is taken from its data (0 … 99th percentile inside the mask). The
+#: estimated B1 map (``b1=estimate``) is written in percent of nominal (relative B1 × 100, window
+#: 50…150 %), the units scanners use for B1 maps (and ``b1_scale``'s default).
 MAP_INFO: Mapping[str, _MapInfo] = {
     "t1": _MapInfo("T1", "ms", "T1 map (ms)", (1500, 3000)),
     "t2": _MapInfo("T2", "ms", "T2 map (ms)", (150, 300)),
     "m0": _MapInfo("M0", "a.u.", "M0 map (arbitrary units, scale of the input images)", None),
+    "b1": _MapInfo("B1", "percent", "B1 map (relative transmit field, percent of nominal)", (100, 100), 100.0),
 }
 
 
 def _counter_text(counter: str, index: int, slice_: int) -> str:
     return f"frame {counter}={index} of slice {slice_}"
+
+
+def b1_images(items: Iterable[Any], *, series_index: int, scale: float) -> Iterator[Any]:
+    """Stage 0 (``b1=stream``): ``ismrmrd.Image`` of series ``series_index`` → :class:`~drone_gadgets.b1maps.B1Map`.
+
+    Args:
+        items: messages.
+        series_index: ``image_series_index`` of the B1 map images (property ``b1_series_index``).
+        scale: relative B1 = pixel × ``scale`` (property ``b1_scale``).
+
+    Raises:
+        B1Error: a B1 map image with several channels, no positive pixel or an implausible median.
+    """
+    for item in items:
+        if isinstance(item, ismrmrd.Image) and int(item.image_series_index) == series_index:
+            b1 = b1_map_from_image(item, scale=scale)
+            log.info("%s arrived (%s)", b1.origin, "×".join(str(n) for n in b1.data.shape[::-1]))
+            yield b1
+        else:
+            yield item
 
 
 def frames(items: Iterable[Any], *, counter: str = "repetition") -> Iterator[Any]:
@@ -248,22 +289,121 @@ def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetit
                                          + "; ".join(parts))
 
 
+def with_b1(items: Iterable[Any], *, source: B1File | None = None, series_index: int = 5,
+            max_pending_bytes: int | None = None) -> Iterator[Any]:
+    """Stage 2b: each :class:`Trajectory` gets its slice's B1 map on the frames' grid (others pass through).
+
+    With ``source`` None (``b1=stream``) the B1 maps come in the input as
+    :class:`~drone_gadgets.b1maps.B1Map` items (from :func:`b1_images`), before or after the slice's
+    frames: a complete trajectory waits for its B1 map and a B1 map for its trajectory. With a
+    :class:`~drone_gadgets.b1maps.B1File` (``b1=file:``) each trajectory takes its map from the file.
+
+    Args:
+        items: output of :func:`trajectories` (with :class:`B1Map` items for ``b1=stream``).
+        source: the B1 file, or None for B1 maps in the stream.
+        series_index: the B1 maps' series (for messages).
+        max_pending_bytes: refuse a trajectory or B1 map that would make what waits for its partner
+            exceed this many bytes; None: no bound.
+
+    Raises:
+        DuplicateB1Error: a second B1 map for a slice; B1GeometryError: a B1 map that does not
+        overlap its slice's frames; B1MissingError: slices still waiting for a B1 map at the end of
+        the input (or missing from the file); PendingLimitError: over ``max_pending_bytes``.
+    """
+    waiting: dict[int, Trajectory] = {}  # complete slices waiting for their B1 map
+    unused: dict[int, B1Map] = {}  # B1 maps waiting for their slice's frames
+    arrived: set[int] = set()
+    done: set[int] = set()
+    pending = 0
+
+    def combine(trajectory: Trajectory, b1: B1Map) -> Trajectory:
+        values = b1_on_frames(b1, trajectory.header, trajectory.frames.shape[1:], trajectory.slice)
+        done.add(trajectory.slice)
+        return replace(trajectory, b1=values)
+
+    def check_limit(extra: int, what: str) -> None:
+        if max_pending_bytes is not None and pending + extra > max_pending_bytes:
+            raise PendingLimitError(f"{what} would make the data waiting for B1 maps ({len(waiting)} slice(s)) or "
+                                    f"for frames ({len(unused)} B1 map(s)) {pending + extra} bytes, over the limit "
+                                    f"of {max_pending_bytes} bytes; send each slice's B1 map with its frames")
+
+    for item in items:
+        if isinstance(item, Trajectory):
+            if source is not None:
+                yield replace(item, b1=source.for_slice(item.slice, item.header, item.frames.shape[1:]))
+                continue
+            if item.slice in unused:
+                b1 = unused.pop(item.slice)
+                pending -= b1.data.nbytes
+                yield combine(item, b1)
+            else:
+                check_limit(item.frames.nbytes, f"slice {item.slice}, complete and waiting for its B1 map,")
+                log.info("slice %d: fingerprint complete, waiting for its B1 map (series %d)", item.slice,
+                         series_index)
+                waiting[item.slice] = item
+                pending += item.frames.nbytes
+        elif isinstance(item, B1Map):
+            if item.slice in arrived:
+                after = " after its maps were sent" if item.slice in done else ""
+                raise DuplicateB1Error(f"duplicate B1 map: a second B1 map image (series {series_index}) arrived for "
+                                       f"slice {item.slice}{after}; each slice takes one")
+            arrived.add(item.slice)
+            if item.slice in waiting:
+                trajectory = waiting.pop(item.slice)
+                pending -= trajectory.frames.nbytes
+                yield combine(trajectory, item)
+            else:
+                check_limit(item.data.nbytes, f"{item.origin}, waiting for the frames of its slice,")
+                unused[item.slice] = item
+                pending += item.data.nbytes
+        else:
+            yield item
+    if unused:
+        log.warning("B1 map(s) of slice(s) %s were not used: no complete fingerprint of those slices arrived",
+                    _ranges(list(unused)))
+    if waiting:
+        raise B1MissingError(f"the stream ended before the B1 map (image series {series_index}, property "
+                             f"'b1_series_index') of slice(s) {_ranges(list(waiting))} arrived: their fingerprints are "
+                             f"complete but no maps were made for them (property b1=stream computes a slice only "
+                             f"with its B1 map); B1 maps arrived for slice(s) {_ranges(sorted(arrived)) or 'none'}")
+
+
 def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float) -> Iterator[Any]:
     """Stage 3: :class:`Trajectory` → :class:`MapSet` (others pass through).
 
     Args:
-        items: output of :func:`trajectories`.
+        items: output of :func:`trajectories` (or :func:`with_b1`).
         estimator: a ``DroneModel`` or ``Matcher`` (see :func:`drone_core.reconstruct.reconstruct`).
         mask_threshold: background threshold (fraction of the 99th-percentile fingerprint norm).
     """
     for item in items:
         if isinstance(item, Trajectory):
-            result = reconstruct(item.frames, estimator, mask_threshold=mask_threshold)
-            log.info("slice %d: maps of %d foreground voxels of %d", item.slice, int(result.mask.sum()),
-                     result.mask.size)
+            result = reconstruct(item.frames, estimator, mask_threshold=mask_threshold, b1=item.b1)
+            if item.b1 is None:
+                log.info("slice %d: maps of %d foreground voxels of %d", item.slice, int(result.mask.sum()),
+                         result.mask.size)
+            else:
+                without = _foreground(item.frames, mask_threshold) & ~result.mask
+                log.info("slice %d: maps of %d foreground voxels of %d with B1 %.3g…%.3g; %d foreground voxel(s) "
+                         "without an estimate (B1 unknown or outside the estimator's range)", item.slice,
+                         int(result.mask.sum()), result.mask.size, *_finite_span(item.b1), int(without.sum()))
             yield MapSet(item.slice, result, item.header)
         else:
             yield item
+
+
+def _foreground(frames_: np.ndarray, mask_threshold: float) -> np.ndarray:
+    """The foreground mask :func:`drone_core.reconstruct.reconstruct` uses, ``frames_.shape[1:]`` (for the log)."""
+    from drone_core.reconstruct import MASK_PERCENTILE
+
+    norms = np.sqrt(np.sum(np.square(frames_.astype(np.float64)), axis=0))
+    reference = float(np.percentile(norms, MASK_PERCENTILE)) if norms.size else 0.0
+    return (norms > 0) & (norms >= mask_threshold * reference)
+
+
+def _finite_span(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
 
 
 def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "") -> dict[str, str | list[str]]:
@@ -273,7 +413,7 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "")
     with the units, an image comment, a series description, a display window and provenance.
 
     Args:
-        name: ``"t1"``, ``"t2"`` or ``"m0"``.
+        name: ``"t1"``, ``"t2"``, ``"m0"`` or ``"b1"``.
         data: the map (for M0's window).
         mask: its foreground mask.
         source: free text naming the estimator, stored as ``DRONE_Estimator``.
@@ -314,39 +454,64 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
 
     Args:
         items: output of :func:`maps`.
-        maps_to_emit: which maps, in order (subset of ``("t1", "t2", "m0")``).
-        series_index: ``image_series_index`` per map name (default 100, 101, 102).
+        maps_to_emit: which maps, in order (subset of ``("t1", "t2", "m0")``, and ``"b1"`` when the
+            estimator estimates B1).
+        series_index: ``image_series_index`` per map name (default 100, 101, 102; ``b1`` 104).
         source: estimator description stored in the meta (``DRONE_Estimator``).
     """
     series = dict(series_index) if series_index is not None else GadgetSettings().series_index
+    series.setdefault("b1", GadgetSettings().b1_map_series_index)
     for item in items:
         if not isinstance(item, MapSet):
             yield item
             continue
         arrays = item.maps.as_dict()
-        out = [make_image(arrays[name], item.header, image_series_index=series[name], image_index=item.slice + 1,
-                          meta=map_meta(name, arrays[name], item.maps.mask, source=source))
-               for name in maps_to_emit]
+        missing = [name for name in maps_to_emit if name not in arrays]
+        if missing:
+            raise ValueError(f"maps_to_emit: {', '.join(missing)} not among the maps of slice {item.slice} "
+                             f"({', '.join(arrays)}); a B1 map needs an estimator that estimates B1")
+        out = []
+        for name in maps_to_emit:
+            data = arrays[name] * np.float32(MAP_INFO[name].scale) if MAP_INFO[name].scale != 1.0 else arrays[name]
+            out.append(make_image(data, item.header, image_series_index=series[name], image_index=item.slice + 1,
+                                  meta=map_meta(name, data, item.maps.mask, source=source)))
         yield from out
 
 
 def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | None = None, *,
              max_pending_bytes: int | None = None) -> Iterator[Any]:
-    """The four stages chained: messages in, map images (and passed-through messages) out.
+    """The stages chained: messages in, map images (and passed-through messages) out.
+
+    The B1 stages are in the chain when ``settings.b1`` asks for them (``stream``: :func:`b1_images`
+    and :func:`with_b1`; ``file:``: :func:`with_b1` with the file, loaded here, so a bad file fails
+    before the first message is read).
 
     Args:
         items: messages (``ismrmrd.Image``, ``ImageArray``, others).
         estimator: a ``DroneModel`` or ``Matcher``; its ``n_frames`` is the fingerprint length.
         settings: the gadget's settings (defaults when None).
-        max_pending_bytes: bound on the frames held for incomplete slices (see :func:`trajectories`).
+        max_pending_bytes: bound on the frames held for incomplete slices (see :func:`trajectories`),
+            and separately on what waits for B1 maps (see :func:`with_b1`).
+
+    Raises:
+        SettingsError: a ``b1`` mode the estimator cannot serve, a B1 file that cannot be used.
     """
+    from .b1maps import check_b1_support
     from .estimators import describe_estimator
 
     settings = settings or GadgetSettings()
+    check_b1_support(settings, estimator)
     n_frames = int(estimator.n_frames)
-    stream: Iterable[Any] = frames(items, counter=settings.frame_counter)
+    mode = settings.b1_mode
+    stream: Iterable[Any] = items
+    if mode == "stream":
+        stream = b1_images(stream, series_index=settings.b1_series_index, scale=settings.b1_scale)
+    stream = frames(stream, counter=settings.frame_counter)
     stream = trajectories(stream, n_frames=n_frames, counter=settings.frame_counter,
                           max_pending_bytes=max_pending_bytes)
+    if mode in ("stream", "file"):
+        stream = with_b1(stream, source=open_b1_source(settings), series_index=settings.b1_series_index,
+                         max_pending_bytes=max_pending_bytes)
     stream = maps(stream, estimator, mask_threshold=settings.mask_threshold)
-    return images(stream, maps_to_emit=settings.maps, series_index=settings.series_index,
+    return images(stream, maps_to_emit=settings.output_maps, series_index=settings.series_index,
                   source=describe_estimator(estimator))
