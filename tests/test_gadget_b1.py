@@ -458,6 +458,23 @@ def test_spawned_gadget_with_a_b1_series(scan, model, models, header) -> None:
     assert {im.image_series_index for im in reply.images} == {100, 101, 102}
 
 
+def test_gadget_dictionary_matching_with_a_b1_map(scan, models, header, tmp_path) -> None:
+    """estimator=dictionary with a B1 axis: each voxel is matched in its B1 plane (drone_core.matching)."""
+    from drone_core.matching import Matcher
+
+    t1, t2, b1 = np.meshgrid(np.arange(900.0, 2101.0, 100.0), np.arange(50.0, 251.0, 25.0),
+                             np.round(np.arange(0.6, 1.41, 0.1), 2), indexing="ij")
+    path = tmp_path / "dictionary_b1.safetensors"
+    Dictionary.generate(SCHEDULE, t1.ravel(), t2.ravel(), b1.ravel()).save(path)
+    matcher = Matcher(Dictionary.load(path), device="cpu")
+    messages = [image_message(im) for im in [_b1_image(_percent(scan[0]["b1"]), _b1_header(0))]
+                + _frame_images(scan, 0)]
+    reply = _in_process(config_xml(_props(models, estimator="dictionary", dictionary=str(path))), header, messages)
+    assert reply.errors == [] and reply.exception is None, (reply.errors, reply.exception)
+    _assert_maps(_by_slice(reply.images)[0], _expected(scan, None, 0, _relative(_percent(scan[0]["b1"])),
+                                                       estimator=matcher))
+
+
 def test_gadget_b1_missing_for_a_slice(scan, model, models, header) -> None:
     b1 = _b1_image(_percent(scan[0]["b1"]), _b1_header(0))
     messages = [image_message(im) for im in _frame_images(scan, 1) + [b1] + _frame_images(scan, 0)]
