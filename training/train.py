@@ -430,6 +430,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads per process")
     p.add_argument("--target-transform", choices=("linear", "log"), default=d.target_transform,
                    help="map T1/T2 to the outputs linearly (paper) or logarithmically (equal relative precision)")
+    p.add_argument("--t1-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="T1 output range, ms (default: the training atoms' min and max)")
+    p.add_argument("--t2-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="T2 output range, ms")
+    b1 = p.add_argument_group("B1 and the training atoms (when simulating)")
+    b1.add_argument("--b1-input", action="store_true",
+                    help="the network takes the voxel's B1 (from a B1 map) as an input")
+    b1.add_argument("--b1-output", action="store_true", help="the network estimates B1 from the fingerprint")
+    b1.add_argument("--b1-range", type=float, nargs=2, default=(0.5, 1.5), metavar=("LOW", "HIGH"),
+                    help="B1 range of the training atoms and the model (default 0.5 1.5)")
+    b1.add_argument("--b1-draws", type=int, default=0,
+                    help="copies of every (T1, T2) pair, each with its own B1 drawn from --b1-range "
+                         "(default 0: B1 = 1; needed with --b1-input/--b1-output)")
+    b1.add_argument("--extra-atoms", type=int, default=0,
+                    help="log-uniform (T1, T2) pairs added to the paper grid (denser short T1/T2)")
+    b1.add_argument("--extra-t1-range", type=float, nargs=2, default=(10.0, 5000.0), metavar=("LOW", "HIGH"))
+    b1.add_argument("--extra-t2-range", type=float, nargs=2, default=(5.0, 2000.0), metavar=("LOW", "HIGH"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -437,7 +453,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                        noise_level=args.noise, noise_mode=args.noise_mode, patience=args.patience, seed=args.seed,
                        device=args.device, hidden=tuple(args.hidden), activation=args.activation,
-                       threads=args.threads, target_transform=args.target_transform)
+                       threads=args.threads, target_transform=args.target_transform,
+                       t1_range_ms=None if args.t1_range is None else tuple(args.t1_range),
+                       t2_range_ms=None if args.t2_range is None else tuple(args.t2_range),
+                       b1_input=args.b1_input, b1_output=args.b1_output,
+                       b1_range=tuple(args.b1_range) if (args.b1_input or args.b1_output) else None)
 
 
 def training_dictionary(schedule: Schedule, *, b1_draws: int = 0, b1_range: tuple[float, float] = (0.5, 1.5),
@@ -482,6 +502,14 @@ def source_dictionary(args: argparse.Namespace) -> Dictionary:
     if args.dictionary is not None:
         return Dictionary.load(args.dictionary)
     schedule = default_schedule() if args.schedule is None else Schedule.load(args.schedule)
+    if (args.b1_input or args.b1_output) and not args.b1_draws:
+        raise ValueError("--b1-input/--b1-output: give --b1-draws K (B1 values per (T1, T2) pair) or a --dictionary "
+                         "with a B1 axis")
+    if args.b1_draws or args.extra_atoms:
+        return training_dictionary(schedule, b1_draws=args.b1_draws, b1_range=tuple(args.b1_range),
+                                   extra_atoms=args.extra_atoms, extra_t1_range_ms=tuple(args.extra_t1_range),
+                                   extra_t2_range_ms=tuple(args.extra_t2_range), seed=args.seed,
+                                   progress=not args.quiet)
     return Dictionary.generate(schedule, *paper_grid())
 
 
@@ -501,7 +529,13 @@ def run(args: argparse.Namespace) -> int:
         rank, _ = _dist()
         if rank == 0:
             # Metrics on the whole source dictionary: with --fold > 1 that includes the atoms not trained on.
-            summary = write_outputs(result, full, args.out)
+            # Atoms drawn for training (B1 draws, extra atoms) are evaluated on the paper grid at B1 = 1.
+            evaluation = full
+            if args.dictionary is None and (args.b1_draws or args.extra_atoms):
+                t1p, t2p = paper_grid()
+                evaluation = Dictionary.generate(full.schedule, t1p, t2p,
+                                                 None if full.b1 is None else np.ones(t1p.size))
+            summary = write_outputs(result, evaluation, args.out)
             m = summary["metrics"]["noise_free"]
             print(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s on {world} process(es); "
                   f"noise-free RMSE T1 {m['t1_ms']['rmse']:.1f} ms, T2 {m['t2_ms']['rmse']:.1f} ms; "
