@@ -71,6 +71,13 @@ class TrainConfig:
         b1_input: the network takes each atom's B1 as an input (the dictionary needs a B1 axis).
         b1_output: the network estimates B1 too (a third output; the dictionary needs a B1 axis).
         b1_range: the B1 range of the model; None → the dictionary's min and max.
+        relative_knee_ms: ``(T1, T2)`` knees of a relative-precision weighting of the MSE, or None
+            (plain MSE, the paper). Each target's squared error is weighted by
+            ``1 + (knee / max(T, relative_floor_ms))²``: absolute precision above the knee, relative
+            precision below it (short T1/T2, such as NIST spheres 10–12, would otherwise count for
+            nothing in an MSE over a 0–5000 ms range), while the outputs stay linear in ms.
+        relative_floor_ms: ``(T1, T2)`` floors of that weighting (below them the fingerprint
+            carries too little T2 information for relative precision to be asked for).
     """
 
     epochs: int = 1000
@@ -92,8 +99,13 @@ class TrainConfig:
     b1_input: bool = False
     b1_output: bool = False
     b1_range: tuple[float, float] | None = None
+    relative_knee_ms: tuple[float, float] | None = None
+    relative_floor_ms: tuple[float, float] = (20.0, 20.0)
 
     def __post_init__(self) -> None:
+        if self.relative_knee_ms is not None and self.target_transform != "linear":
+            raise ValueError("relative_knee_ms: the relative weighting is for linear targets (log targets are "
+                             "relative already)")
         if self.b1_input and self.b1_output:
             raise ValueError("b1_input, b1_output: a model either takes B1 from a map or estimates it, not both")
         if self.epochs < 1:
@@ -220,7 +232,20 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps)
     elif config.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=config.lr * 1e-3)
-    loss_fn = nn.MSELoss()
+    if config.relative_knee_ms is None:
+        weights = None
+    else:
+        knee = torch.tensor(config.relative_knee_ms, dtype=torch.float32)
+        floor = torch.tensor(config.relative_floor_ms, dtype=torch.float32)
+        true_ms = torch.stack([t1, t2], dim=1)
+        weights = 1.0 + (knee / torch.maximum(true_ms, floor)) ** 2  # (n, 2)
+        if model.b1.output:
+            weights = torch.cat([weights, torch.ones((n, 1))], dim=1)
+        weights = (weights / weights.mean(dim=0)).to(device)  # same overall scale as the plain MSE
+
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        sq = (pred - target) ** 2
+        return sq.mean() if weights is None or idx is None else (sq * weights[idx]).mean()
 
     show = progress and rank == 0
     epochs_iter: Any = range(config.epochs)
@@ -248,7 +273,7 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         for step in range(steps_per_epoch):
             idx = mine[step]
             x = inputs(idx, add_noise(atoms[idx], config.noise_level, mode=config.noise_mode, generator=gen))
-            loss = loss_fn(trainable(x), targets[idx])
+            loss = loss_fn(trainable(x), targets[idx], idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -262,7 +287,7 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
             train_loss = t.item() / world
         network.eval()
         with torch.no_grad():
-            val_loss = loss_fn(network(val_x), val_y).item()
+            val_loss = loss_fn(network(val_x), val_y, val_idx).item()
         history_train.append(train_loss)
         history_val.append(val_loss)
         history_lr.append(opt.param_groups[0]["lr"])
@@ -446,6 +471,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                     help="log-uniform (T1, T2) pairs added to the paper grid (denser short T1/T2)")
     b1.add_argument("--extra-t1-range", type=float, nargs=2, default=(10.0, 5000.0), metavar=("LOW", "HIGH"))
     b1.add_argument("--extra-t2-range", type=float, nargs=2, default=(5.0, 2000.0), metavar=("LOW", "HIGH"))
+    p.add_argument("--relative-knee", type=float, nargs=2, metavar=("T1_MS", "T2_MS"),
+                   help="weight each squared error by 1 + (knee / max(T, floor))²: relative precision below the knee")
+    p.add_argument("--relative-floor", type=float, nargs=2, default=(20.0, 20.0), metavar=("T1_MS", "T2_MS"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -457,7 +485,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        t1_range_ms=None if args.t1_range is None else tuple(args.t1_range),
                        t2_range_ms=None if args.t2_range is None else tuple(args.t2_range),
                        b1_input=args.b1_input, b1_output=args.b1_output,
-                       b1_range=tuple(args.b1_range) if (args.b1_input or args.b1_output) else None)
+                       b1_range=tuple(args.b1_range) if (args.b1_input or args.b1_output) else None,
+                       relative_knee_ms=None if args.relative_knee is None else tuple(args.relative_knee),
+                       relative_floor_ms=tuple(args.relative_floor))
 
 
 def training_dictionary(schedule: Schedule, *, b1_draws: int = 0, b1_range: tuple[float, float] = (0.5, 1.5),
