@@ -2,7 +2,7 @@
 
     drone simulate --out dict.safetensors         # EPG dictionary (paper grid by default)
     drone crb [--schedule S.json]                 # Cramér–Rao bounds for WM/GM/CSF
-    drone design-schedule --out S.json            # CRB-optimal schedule design
+    drone design-schedule --out S.json            # CRB-optimal schedule design (--b1-cost W: B1 estimated)
     drone train --out runs/x                      # train a network (paper defaults)
     drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5
     drone replay scan.h5 maps.h5 --png figs       # stream it through the gadget as Gadgetron would
@@ -66,31 +66,39 @@ def _cmd_crb(args: argparse.Namespace) -> int:
     from drone_core.crb import BRAIN_TISSUES_1P5T, crb, crb_cost
 
     schedule = _load_schedule(args.schedule)
+    if args.ideal:
+        schedule = schedule.ideal()
     names = list(BRAIN_TISSUES_1P5T)
     t1 = [BRAIN_TISSUES_1P5T[n][0] for n in names]
     t2 = [BRAIN_TISSUES_1P5T[n][1] for n in names]
-    r = crb(schedule, t1, t2, m0=1.0, sigma=args.sigma)
+    r = crb(schedule, t1, t2, m0=1.0, sigma=args.sigma, b1=args.b1, n_positions=args.n_positions)
+    profile = ("ideal slice profile" if schedule.excitation is None
+               else f"slice profile {schedule.excitation.describe()}")
     print(f"schedule {schedule.name!r} ({schedule.digest()}), {schedule.n_frames} frames, "
-          f"{schedule.duration_ms:.0f} ms; noise σ = {args.sigma:g}·M0 per real channel")
-    print(f"{'tissue':8s} {'T1 ms':>8s} {'T2 ms':>8s} {'√CRB T1':>9s} {'√CRB T2':>9s} "
-          f"{'√CRB·M0/(σT1)':>14s} {'√CRB·M0/(σT2)':>14s}")
+          f"{schedule.duration_ms:.0f} ms, {profile}; B1 {args.b1:g}; noise σ = {args.sigma:g}·M0 per real channel")
+    header = (f"{'tissue':8s} {'T1 ms':>8s} {'T2 ms':>8s} {'√CRB T1':>9s} {'√CRB T2':>9s} "
+              f"{'√CRB·M0/(σT1)':>14s} {'√CRB·M0/(σT2)':>14s}")
+    if args.estimate_b1:
+        u = crb(schedule, t1, t2, m0=1.0, sigma=args.sigma, b1=args.b1, include_b1=True, n_positions=args.n_positions)
+        print("B1 known (a B1 map) | B1 unknown (estimated from the fingerprint):")
+        header += f" | {'B1 unknown: T1':>14s} {'T2':>6s} {'√CRB·M0/(σB1)':>14s} {'√CRB B1':>8s}"
+    print(header)
     for i, n in enumerate(names):
-        print(f"{n:8s} {t1[i]:8.0f} {t2[i]:8.0f} {r.std[i, 1]:9.2f} {r.std[i, 2]:9.2f} "
-              f"{r.relative_std[i, 1]:14.2f} {r.relative_std[i, 2]:14.2f}")
-    print(f"cost Σ CRB(T1)/T1² + CRB(T2)/T2² at M0 = σ = 1: {crb_cost(schedule):.1f}")
+        line = (f"{n:8s} {t1[i]:8.0f} {t2[i]:8.0f} {r.std[i, 1]:9.2f} {r.std[i, 2]:9.2f} "
+                f"{r.relative_std[i, 1]:14.2f} {r.relative_std[i, 2]:14.2f}")
+        if args.estimate_b1:
+            line += (f" | {u.relative_std[i, 1]:14.2f} {u.relative_std[i, 2]:6.2f} {u.relative_std[i, 3]:14.2f} "
+                     f"{u.std[i, 3]:8.4f}")
+        print(line)
+    cost = crb_cost(schedule, b1_values=[args.b1], n_positions=args.n_positions)
+    print(f"cost Σ CRB(T1)/T1² + CRB(T2)/T2² at M0 = σ = 1, B1 {args.b1:g} known: {cost:.1f}")
     return 0
 
 
 def _cmd_design(args: argparse.Namespace) -> int:
     from drone_training import schedule_design
 
-    forwarded = ["--restarts", str(args.restarts), "--steps", str(args.steps), "--seed", str(args.seed),
-                 "--random", str(args.random)]
-    if args.out:
-        forwarded += ["--out", str(args.out)]
-    if args.report:
-        forwarded += ["--report", str(args.report)]
-    return schedule_design.main(forwarded)
+    return schedule_design.run(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -224,16 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print √CRB of T1 and T2 (M0 a nuisance parameter) for the paper's tissues.")
     c.add_argument("--schedule", type=Path, help="schedule JSON (default: the package's)")
     c.add_argument("--sigma", type=float, default=1.0, help="noise σ per real channel, in units of M0")
+    c.add_argument("--b1", type=float, default=1.0, help="relative B1 of the tissues (default 1)")
+    c.add_argument("--estimate-b1", action="store_true",
+                   help="also the bounds with B1 a fourth unknown (no B1 map), and the bound on B1")
+    c.add_argument("--ideal", action="store_true", help="ignore the schedule's excitation (ideal slice profile)")
+    c.add_argument("--n-positions", type=int, default=24, help="slice positions of the profile integral")
     c.set_defaults(func=_cmd_crb)
 
     g = sub.add_parser("design-schedule", help="design a schedule by minimising the CRB cost",
-                       description="Adam with random restarts on flip angles and TRs (drone_training.schedule_design).")
-    g.add_argument("--out", type=Path, help="write the schedule JSON here")
-    g.add_argument("--report", type=Path, help="write the JSON report here")
-    g.add_argument("--restarts", type=int, default=12)
-    g.add_argument("--steps", type=int, default=400)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--random", type=int, default=100, help="random schedules to compare against")
+                       description="Adam with random restarts on flip angles and TRs (drone_training.schedule_design); "
+                                   "the slice profile of --schedule's excitation (default: the package's) is in the "
+                                   "signal model; --b1-cost designs for B1 estimated from the fingerprint.")
+    from drone_training.schedule_design import add_arguments as add_design_arguments
+
+    add_design_arguments(g)
     g.set_defaults(func=_cmd_design)
 
     t = sub.add_parser("train", help="train a DRONE network from EPG simulations",
