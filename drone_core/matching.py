@@ -39,6 +39,10 @@ by default half the spacing of the two end planes at each end; 0 for a single pl
 ``b1_margin``), are not matched: NaN T1/T2/B1, M0 = 0, score 0, index −1 — nothing is matched with a
 made-up B1.
 
+Planes are exact B1 values: a dictionary whose atoms each carry their own B1 (e.g. drawn at random
+for training) has one plane per atom, and matching it at a voxel's B1 is meaningless — build it on a
+B1 grid instead.
+
 Efficient, exact evaluation
 ---------------------------
 The atoms are L2-normalised once, on the device, and stored transposed ``(k, n_atoms)``. The
@@ -70,7 +74,8 @@ a dictionary without a B1 axis). The linear search evaluates, per GEMM block,
 ``(⟨ŝ(1 − w), m_i⟩ + ⟨ŝw, m_{i+1}⟩)² / ‖m_t(b)‖²`` — two GEMMs for the numerator and one of width 3
 (padded to :data:`MIN_CPU_GEMM_WIDTH` on a CPU) for ``‖m_t(b)‖² = (1 − w)²‖m_i‖² + 2w(1 − w)⟨m_i,
 m_{i+1}⟩ + w²‖m_{i+1}‖²`` (all terms ≥ 0: no cancellation), then a square and a division: about
-2–3× the nearest-plane search (``docs/BENCHMARKS.md``, "B1").
+2.6–3.4× the nearest-plane search whatever the number of planes (``docs/BENCHMARKS.md``, "B1: slice
+profile, B1 dictionaries, network vs matching").
 
 SVD compression (``svd_rank = k``)
 ----------------------------------
