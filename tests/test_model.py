@@ -247,3 +247,92 @@ def test_log_target_transform_round_trip(schedule: Schedule, tmp_path: Path) -> 
         DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (10.0, 5000.0), (2.0, 2000.0), target_transform="sqrt")
     with pytest.raises(ValueError, match="low > 0"):
         DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (0.0, 5000.0), (2.0, 2000.0), target_transform="log")
+
+
+# ---------------------------------------------------------------------- B1 as an input or an output
+@pytest.fixture()
+def b1_model(schedule: Schedule) -> DroneModel:
+    from drone_core.model import B1Use
+
+    torch.manual_seed(1)
+    return DroneModel(DroneMLP(N_FRAMES, (40, 30), n_extra_inputs=1), schedule, (10.0, 5000.0), (2.0, 2000.0),
+                      b1=B1Use(input=True, range=(0.5, 1.5)))
+
+
+def test_b1_input_round_trip(b1_model: DroneModel, signals: np.ndarray, tmp_path: Path) -> None:
+    n = signals.shape[0]
+    b1 = np.linspace(0.6, 1.4, n)
+    t1, t2 = b1_model.predict(signals, b1, precision="fp32")
+    # The B1 feature reaches the network: the same signals at another B1 give other estimates.
+    t1_one, _ = b1_model.predict(signals, np.ones(n), precision="fp32")
+    assert np.max(np.abs(t1 - t1_one)) > 1.0
+    # None means B1 = 1 exactly.
+    np.testing.assert_array_equal(b1_model.predict(signals, precision="fp32")[0], t1_one)
+    # The network sees [fingerprint, (b1 − 1)/0.5]: the plain module on that input agrees.
+    x, _ = normalise_fingerprints(signals)
+    feature = torch.as_tensor((b1 - 1.0) / 0.5, dtype=torch.float32)[:, None]
+    y = b1_model.network(torch.cat([x, feature], dim=1)).detach()
+    ref_t1, _ = b1_model.unit_to_ms(y)
+    np.testing.assert_allclose(t1, ref_t1.numpy(), atol=FAST_PATH_ATOL_MS)
+    # Save/load keeps the B1 use and the outputs.
+    path = tmp_path / "b1.safetensors"
+    b1_model.save(path)
+    loaded = DroneModel.load(path)
+    assert loaded.b1 == b1_model.b1
+    assert json.loads(json.dumps(loaded.metadata()["b1"])) == {"input": True, "output": False, "range": [0.5, 1.5]}
+    np.testing.assert_array_equal(loaded.predict(signals, b1, precision="fp32")[0], t1)
+
+
+def test_b1_outside_range_gets_no_estimate(b1_model: DroneModel, signals: np.ndarray) -> None:
+    n = signals.shape[0]
+    b1 = np.ones(n)
+    b1[[0, 3, 5]] = [0.3, 1.7, np.nan]
+    t1, t2 = b1_model.predict(signals, b1)
+    assert np.isnan(t1[[0, 3, 5]]).all() and np.isnan(t2[[0, 3, 5]]).all()
+    assert np.isfinite(np.delete(t1, [0, 3, 5])).all()
+    est = b1_model.estimate(signals, b1)
+    assert (est.m0[[0, 3, 5]] == 0).all() and (np.delete(est.m0, [0, 3, 5]) > 0).all()
+    with pytest.raises(ValueError, match=r"b1: expected None, a number or shape \(37,\)"):
+        b1_model.predict(signals, np.ones(5))
+
+
+def test_b1_refused_by_a_model_without_b1_input(model: DroneModel, signals: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="takes no B1 input"):
+        model.predict(signals, np.ones(signals.shape[0]))
+    with pytest.raises(ValueError, match="does not estimate B1"):
+        model.predict_b1(signals)
+
+
+def test_b1_use_must_fit_the_network(schedule: Schedule) -> None:
+    from drone_core.model import B1Use
+
+    with pytest.raises(ValueError, match="extra input"):
+        DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (10.0, 5000.0), (2.0, 2000.0), b1=B1Use(input=True,
+                                                                                              range=(0.5, 1.5)))
+    with pytest.raises(ValueError, match="outputs"):
+        DroneModel(DroneMLP(N_FRAMES, (8,)), schedule, (10.0, 5000.0), (2.0, 2000.0), b1=B1Use(output=True,
+                                                                                              range=(0.5, 1.5)))
+    with pytest.raises(ValueError, match="b1 range"):
+        B1Use(input=True, range=(1.0, 1.0))
+
+
+def test_b1_output_model(schedule: Schedule, signals: np.ndarray) -> None:
+    from drone_core.model import B1Use
+
+    torch.manual_seed(2)
+    m = DroneModel(DroneMLP(N_FRAMES, (16,), n_outputs=3), schedule, (10.0, 5000.0), (2.0, 2000.0),
+                   b1=B1Use(output=True, range=(0.5, 1.5)))
+    t1, t2, b1 = m.predict_b1(signals, precision="fp32")
+    assert b1.shape == (signals.shape[0],) and np.all((b1 >= 0.5) & (b1 <= 1.5))
+    np.testing.assert_array_equal(m.predict(signals, precision="fp32")[0], t1)
+    targets = m.targets_to_unit(torch.tensor([100.0]), torch.tensor([50.0]), torch.tensor([1.25]))
+    assert targets.shape == (1, 3) and targets[0, 2].item() == pytest.approx(0.75)
+    assert m.metadata()["target"]["order"] == ["t1_ms", "t2_ms", "b1"]
+
+
+def test_bf16_output_layer_is_fp32(b1_model: DroneModel, signals: np.ndarray) -> None:
+    """The output layer runs in fp32 on the bf16 path: no ~0.7 % quantisation steps of the estimates."""
+    b1 = np.full(signals.shape[0], 1.0)
+    fp32 = b1_model.predict(signals, b1, precision="fp32")[0]
+    bf16 = b1_model.predict(signals, b1, precision="bf16")[0]
+    assert np.max(np.abs(bf16 - fp32)) <= BF16_ATOL_MS
