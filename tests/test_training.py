@@ -123,3 +123,72 @@ def test_cli_train_writes_outputs(small_dictionary: Dictionary, tmp_path: Path) 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["training"]["n_atoms"] == -(-len(small_dictionary) // 2)  # ceil: stride 2 keeps 0, 2, 4, …
     assert summary["metrics"]["noise_free"]["t1_ms"]["n"] == len(small_dictionary)  # evaluated on all atoms
+
+
+# ---------------------------------------------------------------------- B1 and the training atoms
+@pytest.fixture(scope="module")
+def b1_dictionary(small_dictionary: Dictionary) -> Dictionary:
+    rng = np.random.default_rng(22)
+    t1 = np.repeat(small_dictionary.t1_ms, 6)
+    t2 = np.repeat(small_dictionary.t2_ms, 6)
+    b1 = rng.uniform(0.6, 1.4, t1.size)
+    return Dictionary.generate(small_dictionary.schedule, t1, t2, b1)
+
+
+def test_b1_input_training_uses_the_b1(b1_dictionary: Dictionary) -> None:
+    """A B1-input network relies on its B1 input: the true B1 gives far smaller errors than a wrong one."""
+    cfg = TrainConfig(epochs=60, batch_size=64, lr=5e-3, noise_level=0.0, seed=0, device="cpu", hidden=(32, 32),
+                      lr_schedule="onecycle", b1_input=True)
+    model = train(b1_dictionary, cfg, progress=False, log=False).model
+    assert model.b1.input and model.b1.range == pytest.approx((b1_dictionary.b1.min(), b1_dictionary.b1.max()))
+    mags = np.abs(b1_dictionary.atoms)
+    assert b1_dictionary.b1 is not None
+    right = model.predict(mags, b1_dictionary.b1, precision="fp32")
+    lo, hi = model.b1.range
+    wrong = model.predict(mags, np.clip(2.0 - b1_dictionary.b1, lo, hi), precision="fp32")  # mirrored: 0.6 ↔ 1.4
+
+    def rmse(est: np.ndarray, true: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((est - true) ** 2)))
+
+    # Seeded: measured 0.44 (T1) and 0.42 (T2) of the wrong-B1 RMSE.
+    assert rmse(right[0], b1_dictionary.t1_ms) < 0.6 * rmse(wrong[0], b1_dictionary.t1_ms)
+    assert rmse(right[1], b1_dictionary.t2_ms) < 0.6 * rmse(wrong[1], b1_dictionary.t2_ms)
+
+
+def test_b1_output_training(b1_dictionary: Dictionary) -> None:
+    cfg = TrainConfig(epochs=40, batch_size=64, lr=5e-3, noise_level=0.0, seed=0, device="cpu", hidden=(32, 32),
+                      lr_schedule="onecycle", b1_output=True)
+    model = train(b1_dictionary, cfg, progress=False, log=False).model
+    metrics = evaluate(model, b1_dictionary)
+    assert model.b1.output and "b1" in metrics
+    assert metrics["b1"]["r2"] > 0.8  # the 10-frame schedule encodes B1 (seeded)
+
+
+def test_b1_training_needs_a_b1_axis(small_dictionary: Dictionary) -> None:
+    with pytest.raises(ValueError, match="needs a dictionary with a B1 axis"):
+        train(small_dictionary, TrainConfig(epochs=1, b1_input=True, device="cpu"), progress=False, log=False)
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(b1_input=True, b1_output=True)
+
+
+def test_relative_weighting_changes_training(small_dictionary: Dictionary) -> None:
+    cfg = dict(epochs=3, batch_size=32, noise_level=0.0, seed=0, device="cpu", hidden=(16,))
+    plain = train(small_dictionary, TrainConfig(**cfg), progress=False, log=False)
+    weighted = train(small_dictionary, TrainConfig(**cfg, relative_knee_ms=(500.0, 200.0)), progress=False, log=False)
+    assert plain.train_loss != weighted.train_loss
+    with pytest.raises(ValueError, match="linear targets"):
+        TrainConfig(relative_knee_ms=(500.0, 200.0), target_transform="log")
+
+
+def test_training_dictionary_recipe() -> None:
+    from drone_core.dictionary import paper_grid
+    from drone_training.train import training_dictionary
+
+    rng = np.random.default_rng(0)
+    s = Schedule("recipe", rng.uniform(5, 90, 6).tolist(), rng.uniform(45, 250, 6).tolist(), 23.0, 19.0)
+    d = training_dictionary(s, b1_draws=2, extra_atoms=500, extra_t1_range_ms=(10, 1000), extra_t2_range_ms=(5, 600))
+    n_paper = paper_grid()[0].size
+    assert len(d) == 2 * (n_paper + 500)
+    assert d.b1 is not None and 0.5 <= d.b1.min() and d.b1.max() <= 1.5
+    extra_t1 = np.unique(d.t1_ms[2 * n_paper:])
+    assert extra_t1.min() >= 10 and extra_t1.max() <= 1000 and np.all(d.t1_ms > d.t2_ms)
