@@ -1,11 +1,15 @@
-"""``drone demo`` (= ``make demo``): the whole product on a fresh machine, end to end.
+"""``drone demo`` (= ``make demo``): the whole product on a fresh machine, end to end, with real physics.
 
 1. Simulate a brain MRF scan (MNI152 WM/GM/CSF phantom, the paper's Table 1 values, the default
-   schedule, 1 % noise) and write it as an ISMRMRD ``.h5`` (``drone simulate-scan``).
-2. Replay it through the real ``drone_mrf`` Gadgetron handler over loopback, exactly as Gadgetron
-   would run it, with the shipped model (``drone replay``); the maps come back as ISMRMRD images.
-3. Compare the maps with the truth: per-tissue mean ± sd and RMSE, a PNG panel of T1, T2, M0 and
-   their error maps.
+   schedule with its slice profile, 1 % noise) under a smooth 3 T-like transmit field (relative
+   B1 1.2 in the middle of the head, 0.8 at its outline: :func:`drone_core.b1_field.head_b1_field`)
+   and write it as an ISMRMRD ``.h5`` with its B1 map (``drone simulate-scan --b1 3t``).
+2. Replay it twice through the real ``drone_mrf`` Gadgetron handler over loopback, exactly as
+   Gadgetron would run it, with the shipped model (``drone replay``): once with the B1 map in the
+   stream (``b1=stream``: the model takes each voxel's B1), once without (``b1=none``: the model
+   assumes B1 = 1).
+3. Compare both with the truth: per-tissue mean ± sd and bias of T1 and T2 side by side, and a
+   PNG panel per slice: the B1 map, the maps with the B1 map, and the error maps with and without it.
 """
 
 from __future__ import annotations
@@ -17,19 +21,31 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "TISSUES", "RUNS"]
 
-TISSUES = {1: "CSF", 2: "GM", 3: "WM"}
+TISSUES = {3: "WM", 2: "GM", 1: "CSF"}
 MAP_VARS = {"t1": "image_100", "t2": "image_101", "m0": "image_102"}
+#: The two replays: (key, column title, gadget property b1, maps file name).
+RUNS = (("b1map", "with the B1 map (b1=stream)", "stream", "brain_maps.h5"),
+        ("nob1", "without (b1=none: B1 = 1 assumed)", "none", "brain_maps_no_b1.h5"))
+#: Colour range of the signed relative error maps, % of the truth.
+ERROR_RANGE_PERCENT = 30.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default %(default)s)")
-    p.add_argument("--slices", type=int, default=3, help="brain slices (1-7)")
+    p.add_argument("--slices", type=int, default=2,
+                   help="brain slices, 1-7 (default %(default)s: the demo takes about a minute on 2 cores; each slice "
+                        "is simulated once and reconstructed twice, with the slice profile)")
     p.add_argument("--noise", type=float, default=0.01,
                    help="noise, fraction of the brightest voxel's peak (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--estimator", choices=("network", "dictionary"), default="network")
+    p.add_argument("--b1-centre", type=float, default=None,
+                   help="relative B1 in the middle of the head (default 1.2)")
+    p.add_argument("--b1-edge", type=float, default=None, help="relative B1 at the outline of the head (default 0.8)")
+    p.add_argument("--estimator", choices=("network", "dictionary"), default="network",
+                   help="network: the shipped model (takes B1); dictionary: paper-grid matching, which has no B1 "
+                        "axis, so only the replay without the B1 map is run")
 
 
 def _read_maps(path: Path, group: str) -> dict[str, np.ndarray]:
@@ -42,78 +58,125 @@ def _read_maps(path: Path, group: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _panel(truth: dict[str, np.ndarray], est: dict[str, np.ndarray], z: int, path: Path) -> None:
+def _relative_error_percent(est: np.ndarray, truth: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """(estimate − truth) / truth in %, NaN outside the tissue (drawn as background)."""
+    out = np.full(truth.shape, np.nan, dtype=np.float64)
+    out[tissue] = 100.0 * (est[tissue] / truth[tissue] - 1.0)
+    return out
+
+
+def _panel(truth: dict[str, np.ndarray], results: dict[str, dict[str, np.ndarray]], z: int, path: Path) -> None:
+    """One slice: B1 map and M0; T1/T2 with the B1 map; T1/T2 error (%) with and without it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = (("t1", "T1 (ms)", 3000.0), ("t2", "T2 (ms)", 300.0), ("m0", "M0 (a.u.)", 1.0))
-    fig, axes = plt.subplots(3, 3, figsize=(10.5, 10), dpi=90)
-    for r, (key, label, vmax) in enumerate(rows):
-        t, e = truth[key][z], est[key][z]
-        err = np.abs(e - t)
-        for c, (img, title, top, cmap) in enumerate(((t, f"true {label}", vmax, "inferno"),
-                                                      (e, f"DRONE {label}", vmax, "inferno"),
-                                                      (err, f"|error| {label}", vmax / 10, "viridis"))):
-            ax = axes[r, c]
-            im = ax.imshow(img, vmin=0, vmax=top, cmap=cmap)
-            ax.set_title(title)
-            ax.axis("off")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(f"DRONE demo — brain phantom, slice {z}")
+    tissue = truth["labels"][z] != 0
+    with_b1 = results.get("b1map")
+    without = results.get("nob1")
+    fig, axes = plt.subplots(2, 4, figsize=(15, 7.5), dpi=80)
+    b1 = np.where(tissue, truth["b1"][z], np.nan)
+    first = with_b1 if with_b1 is not None else without
+    assert first is not None
+    cells = [
+        (0, 0, b1, "true B1 (relative)", 0.7, 1.3, "coolwarm"),
+        (1, 0, first["m0"][z], "DRONE M0 (a.u.)", 0.0, 1.0, "gray"),
+    ]
+    for r, (key, label, top) in enumerate((("t1", "T1 (ms)", 3000.0), ("t2", "T2 (ms)", 300.0))):
+        cells.append((r, 1, first[key][z], f"DRONE {label}" + (" with B1 map" if with_b1 is not None else ""),
+                      0.0, top, "inferno"))
+        for c, (res, title) in ((2, (with_b1, "with B1 map")), (3, (without, "without (B1 = 1)"))):
+            if res is None:
+                axes[r, c].axis("off")
+                continue
+            err = _relative_error_percent(res[key][z], truth[key][z], tissue)
+            cells.append((r, c, err, f"{label.split()[0]} error % {title}", -ERROR_RANGE_PERCENT,
+                          ERROR_RANGE_PERCENT, "RdBu_r"))
+    for r, c, img, title, lo, hi, cmap in cells:
+        ax = axes[r, c]
+        im = ax.imshow(img, vmin=lo, vmax=hi, cmap=cmap)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"DRONE demo — brain phantom at 3 T-like B1, slice {z}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _stats(est: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """(mean, sd, bias % of the true mean) over a tissue's voxels."""
+    mean = float(est.mean())
+    return mean, float(est.std()), 100.0 * (mean / float(truth.mean()) - 1.0)
 
 
 def run(args: argparse.Namespace) -> int:
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
     from drone_gadgets.replay import replay
-    from drone_gadgets.scan import read_truth, write_phantom_scan
+    from drone_gadgets.scan import B1_VAR, phantom_b1, read_truth, write_phantom_scan
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    scan_path, maps_path = out / "brain_scan.h5", out / "brain_maps.h5"
+    scan_path = out / "brain_scan.h5"
     schedule = default_schedule()
     t0 = time.perf_counter()
     phantom = brain_phantom(n_slices=args.slices)
-    info = write_phantom_scan(scan_path, phantom, schedule, noise_level=args.noise, seed=args.seed, overwrite=True)
+    b1, b1_text = phantom_b1("3t", phantom, centre=args.b1_centre, edge=args.b1_edge)
+    info = write_phantom_scan(scan_path, phantom, schedule, noise_level=args.noise, seed=args.seed, b1=b1,
+                              b1_description=b1_text, overwrite=True)
     t_sim = time.perf_counter() - t0
+    tissue = phantom.labels != 0
+    profile = ("ideal slice profile" if schedule.excitation is None
+               else f"slice profile {schedule.excitation.describe()}")
     print(f"1. simulated {scan_path}: {args.slices} brain slice(s) {phantom.labels.shape[1:]}, "
-          f"{schedule.n_frames} frames ({schedule.name}, {schedule.duration_ms / 1000:.2f} s per slice), "
-          f"{args.noise:.1%} noise — {t_sim:.1f} s")
-    if maps_path.exists():
-        maps_path.unlink()
-    result = replay(scan_path, maps_path, group="dataset", settings={"estimator": args.estimator},
-                    png_dir=out / "png", progress=False)
-    print(f"2. replayed through the drone_mrf gadget ({args.estimator}) over loopback: {result.frames} frames → "
-          f"{result.maps} map images in {result.seconds:.2f} s (gadget process {result.gadget_seconds:.2f} s, "
-          f"stream {result.stream_seconds:.2f} s) → {maps_path}")
+          f"{schedule.n_frames} frames ({schedule.name}, {schedule.duration_ms / 1000:.2f} s per slice, {profile}), "
+          f"{args.noise:.1%} noise, B1 {b1_text}: {b1[tissue].min():.2f}-{b1[tissue].max():.2f} over the brain "
+          f"(B1 map in /{info.group}/{B1_VAR}) — {t_sim:.1f} s")
+    runs = RUNS if args.estimator == "network" else RUNS[1:]
+    if args.estimator != "network":
+        print("   (dictionary matching: the paper-grid dictionary has no B1 axis, so only the replay without the "
+              "B1 map)")
+    results: dict[str, dict[str, np.ndarray]] = {}
+    for k, (key, title, mode, name) in enumerate(runs):
+        maps_path = out / name
+        if maps_path.exists():
+            maps_path.unlink()
+        result = replay(scan_path, maps_path, group=info.group, settings={"estimator": args.estimator, "b1": mode},
+                        png_dir=out / "png" if k == 0 else None, progress=False)
+        sent = f"{result.frames - result.b1_images} frames" + (f" + {result.b1_images} B1 map images"
+                                                                 if result.b1_images else "")
+        print(f"2{'ab'[k]}. replayed {title} through the drone_mrf gadget ({args.estimator}) over loopback: {sent} "
+              f"→ {result.maps} map images in {result.seconds:.2f} s (gadget process {result.gadget_seconds:.2f} s) "
+              f"→ {maps_path}")
+        results[key] = _read_maps(maps_path, result.out_group)
     truth = read_truth(scan_path)
-    est = _read_maps(maps_path, result.out_group)
     labels = truth["labels"].astype(int)
-    print("3. accuracy against the truth (mean ± sd over the tissue; RMSE):")
-    print(f"   {'tissue':6s} {'voxels':>7s} {'true T1/T2':>12s} {'T1 (ms)':>16s} {'RMSE':>6s} {'T2 (ms)':>14s} "
-          f"{'RMSE':>6s} {'M0 rel. err':>11s}")
+    print("3. accuracy against the truth: mean ± sd over the tissue, bias = (mean − true) / true")
+    titles = {key: title for key, title, _, _ in RUNS}
+    cell = 38  # "mean ± sd bias" of T1 then of T2, as the rows below print them
+    print(f"   {'':24s} " + " | ".join(f"{titles[key]:^{cell}s}" for key in results))
+    head = f"{'T1 (ms)':>12s} {'bias':>6s} {'T2 (ms)':>11s} {'bias':>6s}"
+    print(f"   {'tissue':6s} {'voxels':>6s} {'true T1/T2':>10s} " + " | ".join(
+        f"{head:{cell}s}" for _ in results))
     for label, name in TISSUES.items():
         m = labels == label
         if not m.any():
             continue
-        t1, t2, m0 = est["t1"][m], est["t2"][m], est["m0"][m]
-        tt1, tt2, tm0 = truth["t1"][m], truth["t2"][m], truth["m0"][m]
-        rm1 = float(np.sqrt(np.mean((t1 - tt1) ** 2)))
-        rm2 = float(np.sqrt(np.mean((t2 - tt2) ** 2)))
-        m0_err = float(np.median(np.abs(m0 / tm0 - 1)))
-        print(f"   {name:6s} {int(m.sum()):7d} {tt1.mean():6.0f}/{tt2.mean():<5.0f} {t1.mean():7.0f} ± "
-              f"{t1.std():<6.1f} {rm1:6.1f} {t2.mean():6.0f} ± {t2.std():<5.1f} {rm2:6.1f} {m0_err:10.1%}")
+        tt1, tt2 = truth["t1"][m], truth["t2"][m]
+        cols = []
+        for est in results.values():
+            m1, s1, b1_pct = _stats(est["t1"][m], tt1)
+            m2, s2, b2_pct = _stats(est["t2"][m], tt2)
+            cols.append(f"{m1:5.0f} ± {s1:<4.0f} {b1_pct:+5.1f}% {m2:4.0f} ± {s2:<4.0f} {b2_pct:+5.1f}%")
+        print(f"   {name:6s} {int(m.sum()):6d} {tt1.mean():5.0f}/{tt2.mean():<4.0f} " + " | ".join(cols))
     for z in range(labels.shape[0]):
-        _panel(truth, est, z, out / f"panel_slice{z}.png")
-    print(f"   figures: {out / 'panel_slice0.png'} (truth, estimate, |error|), {out / 'png'} (maps as the replay "
-          f"draws them)")
+        _panel(truth, results, z, out / f"panel_slice{z}.png")
+    print(f"   figures: {out / 'panel_slice0.png'} (B1 map, maps, error % with and without the B1 map), "
+          f"{out / 'png'} (maps as the replay draws them)")
     print(f"total {time.perf_counter() - t0:.1f} s for {info.n_images} frame images "
-          f"({info.n_slices} slice(s) × {info.n_frames} frames)")
+          f"({info.n_slices} slice(s) × {info.n_frames} frames) and {info.b1_images} B1 map image(s)")
     return 0
 
 

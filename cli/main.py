@@ -4,13 +4,13 @@
     drone crb [--schedule S.json]                 # Cramér–Rao bounds for WM/GM/CSF
     drone design-schedule --out S.json            # CRB-optimal schedule design (--b1-cost W: B1 estimated)
     drone train --out runs/x                      # train a network (paper defaults)
-    drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5
+    drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5 (--b1 3t: with a B1 map)
     drone replay scan.h5 maps.h5 --png figs       # stream it through the gadget as Gadgetron would
     drone serve --port 9002                       # a standing server for ISMRMRD stream clients
     drone send scan.h5 maps.h5 --port 9002        # its client
     drone compare                                 # DRONE vs matching vs the Cramér–Rao bound
     drone experiments nist --out results          # a paper experiment (figures + JSON); all: every one
-    drone demo                                    # brain scan → gadget → maps, end to end
+    drone demo                                    # 3 T-like brain scan → gadget with/without B1 map → maps
 
 Logs and progress go to stderr; results to stdout or files.
 """
@@ -314,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     from drone_cli.demo import add_arguments as add_demo_arguments
 
     d = sub.add_parser("demo", help="simulate a brain scan, replay it through the gadget, compare with the truth",
-                       description="The product end to end: brain phantom → ISMRMRD scan → the drone_mrf gadget over "
-                                   "loopback with the shipped model → maps, per-tissue accuracy and figures.")
+                       description="The product end to end: brain phantom under a 3 T-like B1 field → ISMRMRD scan "
+                                   "with its B1 map → the drone_mrf gadget over loopback with the shipped model, with "
+                                   "the B1 map (b1=stream) and without (b1=none) → maps, per-tissue accuracy side by "
+                                   "side and figures.")
     add_demo_arguments(d)
     d.set_defaults(func=_cmd_demo)
     return p

@@ -2,8 +2,10 @@
 
 :func:`write_scan` writes image frames ``(N, z, y, x)`` (magnitudes or complex) with a complete
 ISMRMRD header whose ``sequenceParameters`` hold the schedule; :func:`write_phantom_scan`
-simulates a :class:`drone_core.phantoms.Phantom` first and adds its true maps. The command
-``drone simulate-scan`` (:func:`add_arguments`, :func:`run`) does the latter from the shell.
+simulates a :class:`drone_core.phantoms.Phantom` first — with the schedule's slice profile and,
+optionally, an inhomogeneous transmit field B1 (e.g. the 3 T-like :func:`drone_core.b1_field.head_b1_field`),
+which it then writes as the scan's B1 map — and adds its true maps. The command ``drone simulate-scan``
+(:func:`add_arguments`, :func:`run`) does the latter from the shell.
 
 File layout (``ismrmrd.Dataset``'s standard ``/<group>/<var>/{header,attributes,data}``)
 ---------------------------------------------------------------------------------------
@@ -23,12 +25,22 @@ File layout (``ismrmrd.Dataset``'s standard ``/<group>/<var>/{header,attributes,
     each ``(1, 1, y, x)`` — float32 MAGNITUDE images for real input, complex64 COMPLEX images for
     complex input — with ``image_series_index`` 1, ``image_index`` = running number from 1,
     ``slice`` = z and the frame counter = frame index, and the geometry of its slice (below).
-``/<group>_truth/xml`` and ``/<group>_truth/{t1,t2,m0,labels}``
+``/<group>/image_5``
+    Only when the scan has a B1 map (``drone simulate-scan --b1 3t|NUMBER|FILE``): the transmit
+    field the frames were simulated with, as a site's separate B1 scan would give it — one float32
+    MAGNITUDE image ``(1, 1, y, x)`` per slice with the slice's geometry, ``image_series_index`` 5
+    (the gadget's default ``b1_series_index``), ``image_index`` = z + 1, ``slice`` = z, pixel =
+    relative B1 × 100 (percent of the nominal flip angle: the gadget's default ``b1_scale`` 0.01),
+    meta ``DRONE_Map`` = ``B1``, ``Units`` = ``percent``. ``drone replay --b1 stream`` sends it
+    before the frames; with any other ``b1`` it is not sent (:mod:`drone_gadgets.replay`).
+``/<group>_truth/xml`` and ``/<group>_truth/{t1,t2,m0,labels,b1}``
     Only when truth maps are given: the same header, and one float32 image per slice and map
     (``slice`` = z, ``image_index`` = z + 1) with the slice's geometry; ``image_series_index`` 100,
-    101, 102 for T1 (ms), T2 (ms) and M0 — the series our gadget gives its maps by default — and
-    103 for the label map. Meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``, ``LABELS``) and ``Units``;
-    the labels image carries the tissue table as JSON in ``DRONE_Tissues``.
+    101, 102 for T1 (ms), T2 (ms) and M0 — the series our gadget gives its maps by default — 103
+    for the label map and 104 for the true relative B1 (unitless, 1 = nominal; only for a scan with
+    a B1 map). Meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``, ``LABELS``, ``B1``) and ``Units`` (``ms``,
+    ``ms``, ``a.u.``, ``label``, ``relative``); the labels image carries the tissue table as JSON in
+    ``DRONE_Tissues``.
 
 Geometry (ISMRMRD/DICOM patient coordinates, LPS, mm): axial slices, ``read_dir`` (1, 0, 0) —
 columns run to the patient's left —, ``phase_dir`` (0, 1, 0) — rows run posterior —,
@@ -70,12 +82,18 @@ __all__ = [
     "write_phantom_scan",
     "read_scan",
     "read_truth",
+    "read_b1_map",
     "add_arguments",
     "run",
     "FRAMES_VAR",
     "TRUTH_SUFFIX",
     "TRUTH_SERIES",
     "FRAME_SERIES_INDEX",
+    "B1_VAR",
+    "B1_SERIES_INDEX",
+    "B1_PERCENT",
+    "load_b1_map",
+    "phantom_b1",
     "GYROMAGNETIC_RATIO_HZ_PER_T",
 ]
 
@@ -93,7 +111,17 @@ TRUTH_SERIES: dict[str, tuple[int, str, str]] = {
     "t2": (101, "T2", "ms"),
     "m0": (102, "M0", "a.u."),
     "labels": (103, "LABELS", "label"),
+    "b1": (104, "B1", "relative"),
 }
+#: Variable holding the scan's B1 map: ``/<group>/image_5``.
+B1_VAR = "image_5"
+#: ``image_series_index`` of the B1 map images (the gadget's default ``b1_series_index``).
+B1_SERIES_INDEX = 5
+#: B1 map pixel value per unit of relative B1 (percent of nominal; the gadget's ``b1_scale`` is its inverse).
+B1_PERCENT = 100.0
+#: A B1 file whose median (positive values) lies outside this is refused: relative B1 is ≈ 0.5–1.5;
+#: a map in percent has a median ≈ 100 (the gadget's own plausibility range, drone_gadgets.b1maps).
+_B1_FILE_MEDIAN = (0.1, 10.0)
 #: ¹H gyromagnetic ratio γ/2π, Hz/T (CODATA 2018: 42.577 478 518 MHz/T).
 GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478518e6
 
@@ -110,6 +138,7 @@ class ScanInfo:
         n_images: frame images written (N·z).
         truth: the truth variables written (empty when none).
         schedule_digest: :meth:`Schedule.digest` of the schedule in the header.
+        b1_images: B1 map images written to ``/<group>/image_5`` (z, or 0 without a B1 map).
     """
 
     path: Path
@@ -120,6 +149,7 @@ class ScanInfo:
     n_images: int
     truth: tuple[str, ...]
     schedule_digest: str
+    b1_images: int = 0
 
 
 # --------------------------------------------------------------------------- the header
@@ -256,13 +286,34 @@ def _truth_arrays(truth: Mapping[str, Any] | None, shape: tuple[int, int, int]) 
     return out
 
 
+def _b1_array(b1_map: Any, shape: tuple[int, int, int], name: str = "b1_map") -> np.ndarray | None:
+    """``b1_map`` as float64 ``(z, y, x)`` relative B1 (finite, > 0), or None."""
+    if b1_map is None:
+        return None
+    arr = np.asarray(b1_map)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected real relative B1 values, got {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 0:
+        arr = np.full(shape, float(arr))
+    elif arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected relative B1 of shape {shape} (z, y, x) like the frames, or a number, got "
+                         f"shape {np.shape(b1_map)}")
+    if not np.isfinite(arr).all() or (arr <= 0).any():
+        raise ValueError(f"{name}: expected finite relative B1 > 0 everywhere, got values in "
+                         f"[{np.nanmin(arr):.4g}, {np.nanmax(arr):.4g}] ({int((~np.isfinite(arr)).sum())} non-finite)")
+    return arr
+
+
 def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
                truth: Mapping[str, Any] | None = None, fov_mm: Sequence[float] = (256.0, 256.0),
                slice_thickness_mm: float = 5.0, group: str = "dataset", frame_counter: str = "repetition",
                slice_positions_mm: Sequence[float] | None = None, field_strength_t: float = 1.5,
                tissues: Mapping[int, Sequence[Any]] | None = None, description: str = "",
-               overwrite: bool = False) -> ScanInfo:
-    """Write MRF frames (and optionally the true maps) as an ISMRMRD ``.h5`` file.
+               b1_map: Any = None, overwrite: bool = False) -> ScanInfo:
+    """Write MRF frames (and optionally their B1 map and the true maps) as an ISMRMRD ``.h5`` file.
 
     Args:
         path: the file; refused if it exists unless ``overwrite`` (which replaces the whole file).
@@ -279,6 +330,9 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
         field_strength_t: B0 for the header, tesla.
         tissues: label → ``(name, t1_ms, t2_ms, m0)``, stored with the label map (meta ``DRONE_Tissues``).
         description: free text for the header.
+        b1_map: None, or the relative B1 ``(z, y, x)`` (or ``(y, x)`` for one slice, or a number) the
+            frames were acquired with: written as ``/<group>/image_5`` (series 5, percent; module
+            docstring). Give it in ``truth`` as ``"b1"`` too for the truth group.
         overwrite: replace an existing file.
 
     Returns:
@@ -293,6 +347,7 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
     arr = _as_frames(frames, schedule.n_frames)
     n_frames, n_slices, ny, nx = (int(n) for n in arr.shape)
     truth_maps = _truth_arrays(truth, (n_slices, ny, nx))
+    b1 = _b1_array(b1_map, (n_slices, ny, nx))
     fov = tuple(float(v) for v in fov_mm)
     if len(fov) != 2 or not all(math.isfinite(v) and v > 0 for v in fov):
         raise ValueError(f"fov_mm: expected two positive numbers (y, x), got {fov_mm!r}")
@@ -336,6 +391,13 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
                 image = make_image(arr[i, s], head, image_series_index=FRAME_SERIES_INDEX, image_index=index,
                                    meta=frame_meta)
                 ds.append_image(FRAMES_VAR, image)
+        if b1 is not None:
+            for s in range(n_slices):
+                b1_meta = {"DRONE_Map": "B1", "Units": "percent", "DataRole": "Quantitative",
+                           "ImageComments": f"DRONE simulated B1 map (relative B1 x {B1_PERCENT:g}), slice {s}"}
+                ds.append_image(B1_VAR, make_image((b1[s] * B1_PERCENT).astype(np.float32), geometry(s),
+                                                   image_series_index=B1_SERIES_INDEX, image_index=s + 1,
+                                                   meta=b1_meta))
     if truth_maps:
         table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
         with ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True) as ds:
@@ -350,31 +412,143 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
                     ds.append_image(key, make_image(data[s], geometry(s), image_series_index=series,
                                                     image_index=s + 1, meta=meta))
     return ScanInfo(path, group, n_frames, n_slices, (ny, nx), n_frames * n_slices, tuple(truth_maps),
-                    schedule.digest())
+                    schedule.digest(), 0 if b1 is None else n_slices)
 
 
 def write_phantom_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: Schedule, *,
                        noise_level: float = 0.0, seed: int | None = None, b1: Any = None, magnitude: bool = True,
                        with_truth: bool = True, group: str = "dataset", frame_counter: str = "repetition",
-                       overwrite: bool = False) -> ScanInfo:
-    """Simulate ``phantom`` (:func:`drone_core.phantoms.simulate_frames`) and :func:`write_scan` it with
-    its geometry, its true maps and label map (unless ``with_truth`` is False) and its tissue table."""
+                       b1_description: str = "", overwrite: bool = False) -> ScanInfo:
+    """Simulate ``phantom`` (:func:`drone_core.phantoms.simulate_frames`, with the schedule's slice
+    profile when it declares an excitation) and :func:`write_scan` it with its geometry, its true maps
+    and label map (unless ``with_truth`` is False) and its tissue table.
+
+    Args:
+        b1: None (B1 = 1, no B1 map written), or the relative transmit field: a number or an array of
+            ``phantom.shape`` (e.g. :func:`drone_core.b1_field.head_b1_field`). The frames are
+            simulated with it, and it is written as the scan's B1 map (``/<group>/image_5``, percent)
+            and as the true B1 (``/<group>_truth/b1``, relative).
+        b1_description: how the field was made, for the header's description.
+        (others): as :func:`write_scan` and :func:`~drone_core.phantoms.simulate_frames`.
+    """
     from drone_core.phantoms import simulate_frames
 
-    frames = simulate_frames(phantom, schedule, noise_level, seed=seed, b1=b1, magnitude=magnitude)
+    shape3 = (phantom.n_slices,) + phantom.matrix
+    b1_map = _b1_array(b1, shape3, "b1")
+    b1_sim = None if b1_map is None else b1_map.reshape(phantom.shape)
+    frames = simulate_frames(phantom, schedule, noise_level, seed=seed, b1=b1_sim, magnitude=magnitude)
     truth = None
     if with_truth:
         truth = dict(phantom.maps())
         truth["labels"] = phantom.labels
+        if b1_map is not None:
+            truth["b1"] = b1_map
     noise = f"{noise_level:.3g} (σ = fraction of the brightest voxel's peak), seed {seed}" if noise_level else "none"
     description = f"{phantom.name}; schedule {schedule.name!r}; noise {noise}"
-    if b1 is not None and np.ndim(b1) == 0:
-        description += f"; B1 {float(b1):g}"
+    if b1_map is not None:
+        tissue = np.broadcast_to(np.asarray(phantom.labels).reshape(shape3) != 0, shape3)
+        values = b1_map[tissue] if tissue.any() else b1_map.ravel()
+        what = b1_description or ("uniform" if np.ptp(b1_map) == 0 else "map")
+        description += (f"; B1 {what}, {values.min():.3g}-{values.max():.3g} over the tissue "
+                        f"(B1 map: series {B1_SERIES_INDEX}, percent)")
     return write_scan(path, frames, schedule, truth=truth, fov_mm=phantom.fov_mm,
                       slice_thickness_mm=phantom.slice_thickness_mm, group=group, frame_counter=frame_counter,
                       slice_positions_mm=phantom.slice_positions_mm,
                       tissues={k: tuple(t) for k, t in phantom.tissues.items()}, description=description,
-                      overwrite=overwrite)
+                      b1_map=b1_map, overwrite=overwrite)
+
+
+def load_b1_map(path: str | os.PathLike[str], shape: tuple[int, ...]) -> np.ndarray:
+    """A relative B1 map from a file, for ``drone simulate-scan --b1 FILE``.
+
+    Args:
+        path: ``.npy`` — an array of ``shape`` (``(z, y, x)``; ``(y, x)`` for one slice); or NIfTI
+            (``.nii``, ``.nii.gz``, needs nibabel) — ``(x, y, z)`` (or ``(x, y)``) as this project
+            writes NIfTI (``drone replay --nifti``): it is transposed to ``(z, y, x)``; its affine is not
+            used (the voxels are taken to be the phantom's).
+        shape: the phantom's shape, ``(z, y, x)`` or ``(y, x)``.
+
+    Returns:
+        float64 relative B1 of ``shape`` (unitless, 1 = nominal), finite and > 0.
+
+    Raises:
+        FileNotFoundError: no such file; ValueError: another suffix, shape, non-finite or non-positive
+        values, or a median outside 0.1–10 (a map in percent, or of flip angles, is not relative B1).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--b1: no B1 map file {str(p)!r} (expected none, 3t, a number, or a .npy/.nii file)")
+    name = p.name.lower()
+    if name.endswith(".npy"):
+        data = np.load(p, allow_pickle=False)
+    elif name.endswith((".nii", ".nii.gz")):
+        try:
+            import nibabel
+        except ImportError:
+            raise ImportError("--b1: a NIfTI B1 map needs nibabel (pip install nibabel)") from None
+        data = np.asarray(nibabel.load(str(p)).dataobj)
+        while data.ndim > 3 and data.shape[-1] == 1:
+            data = data[..., 0]
+        data = data.T  # (x, y, z) → (z, y, x)
+    else:
+        raise ValueError(f"--b1: {str(p)!r} is neither .npy nor NIfTI (.nii, .nii.gz)")
+    shape = tuple(int(n) for n in shape)
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"--b1: {str(p)!r} holds {arr.dtype} values; expected real relative B1")
+    arr = arr.astype(np.float64)
+    if arr.shape != shape and not (len(shape) == 3 and shape[0] == 1 and arr.shape == shape[1:]):
+        raise ValueError(f"--b1: {str(p)!r} holds an array of shape {arr.shape}; expected the phantom's shape "
+                         f"{shape} ((z, y, x); NIfTI (x, y, z))")
+    arr = arr.reshape(shape)
+    if not np.isfinite(arr).all() or (arr <= 0).any():
+        raise ValueError(f"--b1: {str(p)!r}: expected finite relative B1 > 0 everywhere, got values in "
+                         f"[{np.nanmin(arr):.4g}, {np.nanmax(arr):.4g}]")
+    median = float(np.median(arr))
+    lo, hi = _B1_FILE_MEDIAN
+    if not lo <= median <= hi:
+        raise ValueError(f"--b1: {str(p)!r} has a median of {median:.4g}; expected relative B1 (about 1, between "
+                         f"{lo:g} and {hi:g}) — divide a map in percent by 100")
+    return arr
+
+
+def phantom_b1(spec: str | None, phantom: "Phantom", *, centre: float | None = None,
+               edge: float | None = None) -> tuple[np.ndarray | None, str]:
+    """The B1 field of ``drone simulate-scan --b1 SPEC``: ``(relative B1 of phantom.shape or None, description)``.
+
+    Args:
+        spec: ``"none"`` (or None): B1 = 1, no B1 map; ``"3t"``: :func:`drone_core.b1_field.head_b1_field`
+            (centre-bright, ``centre`` in the middle of the head, ``edge`` at its outline, in steps of
+            :data:`~drone_core.b1_field.B1_MAP_STEP`, 0.1 %); a number:
+            a uniform B1; otherwise the path of a ``.npy``/NIfTI relative B1 map (:func:`load_b1_map`).
+        phantom: the phantom (its shape and head outline).
+        centre, edge: for ``"3t"`` only (default 1.2 and 0.8).
+
+    Raises:
+        ValueError: ``centre``/``edge`` with another ``spec``; a bad number or file (naming ``--b1``).
+    """
+    from drone_core.b1_field import B1_3T_CENTRE, B1_3T_EDGE, B1_MAP_STEP, head_b1_field
+
+    text = "none" if spec is None else str(spec).strip()
+    if text.lower() != "3t" and (centre is not None or edge is not None):
+        raise ValueError(f"--b1-centre/--b1-edge: only for --b1 3t, got --b1 {text!r}")
+    if text.lower() == "none":
+        return None, "none"
+    if text.lower() == "3t":
+        c = B1_3T_CENTRE if centre is None else centre
+        e = B1_3T_EDGE if edge is None else edge
+        for flag, value in (("--b1-centre", c), ("--b1-edge", e)):
+            if not (math.isfinite(value) and 0 < value <= 3):
+                raise ValueError(f"{flag}: expected a relative B1 in (0, 3], got {value!r}")
+        field = head_b1_field(phantom, centre=c, edge=e, step=B1_MAP_STEP)
+        return field, f"3 T-like field (centre {c:g}, edge {e:g}, steps of {B1_MAP_STEP:g})"
+    try:
+        value = float(text)
+    except ValueError:
+        return load_b1_map(text, phantom.shape), f"map from {text}"
+    if not (math.isfinite(value) and 0 < value <= 3):
+        raise ValueError(f"--b1: expected none, 3t, a relative B1 in (0, 3] or a file, got {text!r}")
+    return np.full(phantom.shape, value), f"uniform {value:g}"
 
 
 # --------------------------------------------------------------------------- reading back
@@ -408,7 +582,8 @@ def read_scan(path: str | os.PathLike[str], group: str = "dataset",
 
 
 def read_truth(path: str | os.PathLike[str], group: str = "dataset") -> dict[str, np.ndarray]:
-    """The true maps written by :func:`write_scan`: ``{name: (z, y, x) float32}`` (by slice counter)."""
+    """The true maps written by :func:`write_scan`: ``{name: (z, y, x) float32}`` (by slice counter):
+    ``t1``, ``t2`` (ms), ``m0``, ``labels`` and, for a scan with a B1 map, ``b1`` (relative B1)."""
     out: dict[str, np.ndarray] = {}
     with _open_for_reading(path, group + TRUTH_SUFFIX) as ds:
         for key in TRUTH_SERIES:
@@ -418,6 +593,20 @@ def read_truth(path: str | os.PathLike[str], group: str = "dataset") -> dict[str
             images.sort(key=lambda im: int(im.getHead().slice))
             out[key] = np.stack([np.asarray(im.data)[0, 0] for im in images]).astype(np.float32)
     return out
+
+
+def read_b1_map(path: str | os.PathLike[str], group: str = "dataset") -> np.ndarray:
+    """The scan's B1 map (``/<group>/image_5``) as relative B1: ``(z, y, x)`` float32, pixel / 100 (by slice).
+
+    Raises:
+        LookupError: the group has no B1 map.
+    """
+    with _open_for_reading(path, group) as ds:
+        if B1_VAR not in ds.list():
+            raise LookupError(f"group: /{group} of {str(path)!r} has no B1 map ({B1_VAR}); simulate with --b1")
+        images = [ds.read_image(B1_VAR, i) for i in range(ds.number_of_images(B1_VAR))]
+    images.sort(key=lambda im: int(im.getHead().slice))
+    return (np.stack([np.asarray(im.data)[0, 0] for im in images]) / B1_PERCENT).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- command line
@@ -439,7 +628,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", type=Path, metavar="JSON", help="schedule JSON (default: the package's)")
     parser.add_argument("--matrix", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"),
                         help="in-plane matrix y x over a 256 mm FOV (default 128 128)")
-    parser.add_argument("--b1", type=float, default=None, help="uniform relative B1 of the simulation (default 1)")
+    parser.add_argument("--b1", default="none", metavar="none|3t|NUMBER|FILE",
+                        help="transmit field of the simulation, written as the scan's B1 map (/<group>/image_5, "
+                             "series 5, percent) and its truth: none (B1 = 1, no B1 map; default), 3t (a smooth "
+                             "centre-bright 3 T-like field: --b1-centre in the middle of the head, --b1-edge at its "
+                             "outline), a number (uniform relative B1) or a .npy/NIfTI file of relative B1 with the "
+                             "phantom's shape ((z, y, x); NIfTI (x, y, z))")
+    parser.add_argument("--b1-centre", type=float, default=None,
+                        help="--b1 3t: relative B1 in the middle of the head (default 1.2)")
+    parser.add_argument("--b1-edge", type=float, default=None,
+                        help="--b1 3t: relative B1 at the outline of the head (default 0.8)")
     parser.add_argument("--complex", action="store_true", help="write complex frames instead of magnitudes")
     parser.add_argument("--no-truth", action="store_true", help="leave out the /<group>_truth maps")
     parser.add_argument("--group", default="dataset", help="dataset group in the file (default %(default)s)")
@@ -464,11 +662,19 @@ def run(args: argparse.Namespace) -> int:
         phantom = nist_phantom("T1" if args.phantom == "nist-t1" else "T2", tuple(args.matrix))
     if args.noise < 0 or not math.isfinite(args.noise):
         raise ValueError(f"--noise: expected a fraction ≥ 0, got {args.noise}")
-    info = write_phantom_scan(args.out, phantom, schedule, noise_level=args.noise, seed=args.seed, b1=args.b1,
+    b1, b1_text = phantom_b1(args.b1, phantom, centre=args.b1_centre, edge=args.b1_edge)
+    info = write_phantom_scan(args.out, phantom, schedule, noise_level=args.noise, seed=args.seed, b1=b1,
                               magnitude=not args.complex, with_truth=not args.no_truth, group=args.group,
-                              frame_counter=args.frame_counter, overwrite=args.force)
+                              frame_counter=args.frame_counter, b1_description=b1_text, overwrite=args.force)
     truth = f"; truth {', '.join(info.truth)} in /{info.group}{TRUTH_SUFFIX}" if info.truth else ""
+    b1_note = "B1 1 (no B1 map)"
+    if b1 is not None:
+        tissue = np.asarray(phantom.labels) != 0
+        values = b1[tissue] if tissue.any() else b1
+        b1_note = (f"B1 {b1_text}, {values.min():.3g}-{values.max():.3g} over the tissue ({info.b1_images} B1 map "
+                   f"images in /{info.group}/{B1_VAR}, series {B1_SERIES_INDEX}, percent)")
     print(f"wrote {info.path}: {phantom.describe()}; {info.n_images} frame images ({info.n_frames} frames × "
           f"{info.n_slices} slices, {info.matrix[0]}×{info.matrix[1]}) in /{info.group}/{FRAMES_VAR}, schedule "
-          f"{schedule.name!r} (digest {info.schedule_digest}), noise {args.noise:g}{truth}", file=sys.stderr)
+          f"{schedule.name!r} (digest {info.schedule_digest}), noise {args.noise:g}; {b1_note}{truth}",
+          file=sys.stderr)
     return 0

@@ -298,3 +298,98 @@ def test_simulate_frames_refuses_bad_input(schedule: Schedule) -> None:
         simulate_frames(np.zeros((3, 3)), schedule)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="schedule"):
         simulate_frames(p, json.dumps(schedule.to_dict()))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the 3 T-like B1 field
+#: b1_field is closed-form float64: its values at chosen points match the formula to rounding.
+FIELD_RTOL = 1e-12
+
+
+def test_b1_field_profile_values_and_shapes() -> None:
+    from drone_core.b1_field import b1_field
+
+    # (y, x) = (40, 56) over a 160 × 224 mm FOV: 4 mm pixels; pixel centres at (j + ½ − n/2)·4 mm.
+    field = b1_field((40, 56), centre=1.25, edge=0.75, fov_mm=(160.0, 224.0), radius_mm=(60.0, 80.0),
+                     offset_mm=(-10.0, 14.0))
+    assert field.shape == (40, 56) and field.dtype == np.float64 and np.all(field > 0)
+    y_mm = (np.arange(40) + 0.5 - 20) * 4.0
+    x_mm = (np.arange(56) + 0.5 - 28) * 4.0
+    j0, i0 = int(np.argmin(np.abs(y_mm + 10.0))), int(np.argmin(np.abs(x_mm - 14.0)))
+    assert np.unravel_index(np.argmax(field), field.shape) == (j0, i0)  # the maximum is at the offset
+
+    def formula(y: float, x: float) -> float:
+        rho2 = ((y + 10.0) / 60.0) ** 2 + ((x - 14.0) / 80.0) ** 2
+        return 1.25 * (0.75 / 1.25) ** rho2
+
+    for j, i in ((0, 0), (j0, i0), (17, 41), (39, 55)):
+        np.testing.assert_allclose(field[j, i], formula(y_mm[j], x_mm[i]), rtol=FIELD_RTOL)
+    # On the ellipse ρ = 1 (a point 60 mm along y from the maximum, x at the maximum) B1 = edge.
+    assert formula(-10.0 + 60.0, 14.0) == pytest.approx(0.75, rel=FIELD_RTOL)
+    # Monotone away from the maximum along its row and column.
+    assert np.all(np.diff(field[j0, i0:]) < 0) and np.all(np.diff(field[:j0 + 1, i0]) > 0)
+    # Default radius: half the FOV, so B1 = edge half a pixel inside the middle of each side.
+    default = b1_field((64, 48), centre=1.2, edge=0.8, fov_mm=(256.0, 192.0))
+    half = 0.5 / 32  # half a pixel in units of the semi-axis
+    np.testing.assert_allclose(default[0, 24], 1.2 * (0.8 / 1.2) ** ((1 - half) ** 2 + (0.5 / 24) ** 2),
+                               rtol=FIELD_RTOL)
+    # 3-D: each slice is the 2-D field times a gentle through-slice factor (edge/centre)^((z − z0)²/r_z²).
+    vol = b1_field((3, 64, 48), fov_mm=(256.0, 192.0), slice_positions_mm=(10.0, 15.0, 20.0), z_radius_mm=100.0)
+    for s, z in enumerate((10.0, 15.0, 20.0)):
+        np.testing.assert_allclose(vol[s], default * (0.8 / 1.2) ** ((z / 100.0) ** 2), rtol=FIELD_RTOL)
+    assert 0.98 < vol[2].max() / vol[0].max() < 1.0  # gentle: ~1 % over 10 mm near the centre
+    flat = b1_field((2, 16, 16), z_radius_mm=None)
+    np.testing.assert_array_equal(flat[0], flat[1])
+    # step: the nearest multiple of the step (0.1 %), far fewer distinct values
+    smooth = b1_field((3, 64, 48), fov_mm=(256.0, 192.0))
+    stepped = b1_field((3, 64, 48), fov_mm=(256.0, 192.0), step=0.001)
+    assert np.abs(stepped - smooth).max() <= 0.0005 + 1e-12
+    np.testing.assert_allclose(stepped / 0.001, np.round(stepped / 0.001), atol=1e-9)
+    assert len(np.unique(stepped)) <= round((smooth.max() - smooth.min()) / 0.001) + 2 < len(np.unique(smooth)) / 2
+
+
+def test_b1_field_refusals() -> None:
+    from drone_core.b1_field import b1_field, head_b1_field
+
+    with pytest.raises(ValueError, match="shape"):
+        b1_field((4,))
+    with pytest.raises(ValueError, match="centre"):
+        b1_field((8, 8), centre=0.0)
+    with pytest.raises(ValueError, match="edge"):
+        b1_field((8, 8), edge=float("nan"))
+    with pytest.raises(ValueError, match="radius_mm"):
+        b1_field((8, 8), radius_mm=(10.0, -1.0))
+    with pytest.raises(ValueError, match="slice_positions_mm"):
+        b1_field((3, 8, 8), slice_positions_mm=(0.0, 5.0))
+    with pytest.raises(ValueError, match="z_radius_mm"):
+        b1_field((3, 8, 8), z_radius_mm=0.0)
+    with pytest.raises(ValueError, match="step"):
+        b1_field((8, 8), step=-0.01)
+    with pytest.raises(TypeError, match="phantom"):
+        head_b1_field(np.zeros((8, 8)))  # type: ignore[arg-type]
+    empty = Phantom(np.zeros((8, 8), dtype=np.uint8), {})
+    with pytest.raises(ValueError, match="no non-air voxel"):
+        head_b1_field(empty)
+
+
+def test_head_b1_field_fits_the_head() -> None:
+    """Centre ≈ 1.2 inside the brain, ≈ 0.8 at its outline, within the 3 T range (≈ 0.7–1.3) all over it."""
+    from drone_core.b1_field import head_b1_field
+
+    p = brain_phantom(3, (96, 80))
+    field = head_b1_field(p)
+    assert field.shape == p.shape
+    tissue = p.labels != 0
+    assert 1.15 < field[tissue].max() <= 1.2 and 0.7 < field[tissue].min() < 0.85
+    # No offset, no through-slice term: exactly edge half a pixel outside the outermost tissue pixel centres,
+    # i.e. the outermost tissue columns are just above edge, and symmetric.
+    sym = head_b1_field(p, offset_fraction=(0.0, 0.0), z_radius_mm=None)
+    cols = np.nonzero(tissue.any(axis=(0, 1)))[0]
+    rows = np.nonzero(tissue.any(axis=(0, 2)))[0]
+    yc, xc = (rows[0] + rows[-1]) // 2, (cols[0] + cols[-1]) // 2
+    for value in (sym[0, yc, cols[0]], sym[0, yc, cols[-1]], sym[0, rows[0], xc], sym[0, rows[-1], xc]):
+        assert 0.8 < value < 0.82
+    np.testing.assert_array_equal(sym[0], sym[1])
+    # A 2-D phantom gives a 2-D field; centre/edge pass through.
+    flat = Phantom(p.labels[1], p.tissues, fov_mm=p.fov_mm)
+    f2 = head_b1_field(flat, centre=1.1, edge=0.9)
+    assert f2.shape == flat.shape and 1.05 < f2[flat.labels != 0].max() <= 1.1
