@@ -59,7 +59,8 @@ class TrainConfig:
         lr: Adam learning rate (paper 1e-3); the peak rate for ``onecycle``.
         lr_schedule: ``"constant"`` (paper), ``"onecycle"`` or ``"cosine"`` (per step).
         noise_level: noise as a fraction of each atom's peak magnitude (paper 0.02).
-        noise_mode: ``"fixed"`` (paper) or ``"uniform"`` (level ~ U(0, noise_level) per atom).
+        noise_mode: ``"fixed"`` (paper), ``"uniform"`` (level ~ U(0, noise_level) per atom) or
+            ``"quadratic"`` (noise_level·u², u ~ U(0, 1): more weight at high SNR).
         patience: stop when the validation loss has not improved for this many epochs (None: never).
         val_size: atoms in the fixed validation draw (same atoms, one frozen noise draw).
         seed: seeds weights, permutations and noise; same seed → same model.
@@ -446,7 +447,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-schedule", choices=("constant", "onecycle", "cosine"), default=d.lr_schedule)
     p.add_argument("--noise", type=float, default=d.noise_level,
                    help="training noise as a fraction of each atom's peak magnitude (0.02 = 2 %%)")
-    p.add_argument("--noise-mode", choices=("fixed", "uniform"), default=d.noise_mode)
+    p.add_argument("--noise-mode", choices=("fixed", "uniform", "quadratic"), default=d.noise_mode,
+                   help="fixed level, U(0, level) or level·U(0,1)² per atom")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
