@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .validation import finite_number
+
 if TYPE_CHECKING:  # pragma: no cover
     from .phantoms import Phantom
 
@@ -61,10 +63,8 @@ B1_MAP_STEP = 0.001
 
 
 def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
+    v = finite_number(value, name)
+    if not v > 0:
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return v
 

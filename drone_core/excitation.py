@@ -38,12 +38,13 @@ are measured in ``docs/SIGNAL_MODEL.md``.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from .validation import finite_number
 
 __all__ = [
     "Excitation",
@@ -75,12 +76,7 @@ TABLE_MAX_DEG = 180.0
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"excitation field {name!r}: expected a number, got {type(value).__name__} {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"excitation field {name!r}: expected a finite number, got {out}")
-    return out
+    return finite_number(value, f"excitation field {name!r}")
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class DroneMLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, n_frames + n_extra_inputs)`` normalised fingerprints (and B1 feature) → ``(n, n_outputs)`` in [0, 1]."""
+        """``(n, n_frames + n_extra_inputs)`` fingerprints (and B1 feature) → ``(n, n_outputs)`` in [0, 1]."""
         return self.layers(x)
 
     def architecture(self) -> dict[str, Any]:

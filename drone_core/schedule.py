@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .excitation import Excitation
+from .validation import finite_number
 
 __all__ = ["Schedule", "default_schedule", "DEFAULT_SCHEDULE_NAME"]
 
@@ -44,12 +44,7 @@ _DIGEST_DECIMALS = 4
 
 
 def _as_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"schedule field {name!r}: expected a number, got {type(value).__name__} {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"schedule field {name!r}: expected a finite number, got {out}")
-    return out
+    return finite_number(value, f"schedule field {name!r}")
 
 
 def _as_float_list(value: Any, name: str) -> tuple[float, ...]:

@@ -165,7 +165,8 @@ def _plot(ctx: Context, rows: dict[str, Any]) -> None:
             goal = GOALS["tissue_t1_pct"] if p == "t1_pct" else GOALS["tissue_t2_pct"]
             ax.axhspan(-goal, goal, color="0.85", zorder=0)
             ax.axhline(0, color="k", lw=0.6)
-            ax.set_title(f"{name} {'T1' if p == 't1_pct' else 'T2'} ({row['t1_ms' if p == 't1_pct' else 't2_ms']:g} ms)")
+            label, true = ("T1", row["t1_ms"]) if p == "t1_pct" else ("T2", row["t2_ms"])
+            ax.set_title(f"{name} {label} ({true:g} ms)")
             ax.set_ylabel("error (%)")
             ax.grid(alpha=0.3)
             if r == 1:

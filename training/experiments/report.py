@@ -184,7 +184,8 @@ def _physics(r: dict[str, Any]) -> tuple[str, list[str]]:
     pg = n["paper_grid"]
     ours = (f"worst \\|error\\| over WM/GM/CSF at B1 0.7–1.3: uncorrected {worst['uncorrected']['t1_pct']:.0f} % / "
             f"{worst['uncorrected']['t2_pct']:.0f} %, network + B1 map {worst['network_b1_given']['t1_pct']:.1f} % / "
-            f"{worst['network_b1_given']['t2_pct']:.1f} % (goal {goals['tissue_t1_pct']:g} / {goals['tissue_t2_pct']:g}); "
+            f"{worst['network_b1_given']['t2_pct']:.1f} % "
+            f"(goal {goals['tissue_t1_pct']:g} / {goals['tissue_t2_pct']:g}); "
             f"NIST worst {n['nist_worst_pct']:.1f} % (goal {goals['nist_pct']:g})")
     est_names = (("uncorrected", "ideal slice, B1 = 1 assumed"), ("profile_b1_ignored", "network, no B1 map"),
                  ("network_b1_given", "network + B1 map"), ("matching_b1_given", "matching + B1 map"))
@@ -195,8 +196,9 @@ def _physics(r: dict[str, Any]) -> tuple[str, list[str]]:
         for i, b1 in enumerate(row["b1"]):
             cells = [f"{row[key]['t1_pct'][i]:+.1f} / {row[key]['t2_pct'][i]:+.1f}" for key, _ in est_names]
             lines.append(f"| {name} | {b1:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "Worst |error| over the three tissues and all B1 (T1 / T2, %): "
-              + "; ".join(f"{label} {worst[key]['t1_pct']:.2f} / {worst[key]['t2_pct']:.2f}" for key, label in est_names),
+    worst_text = "; ".join(f"{label} {worst[key]['t1_pct']:.2f} / {worst[key]['t2_pct']:.2f}"
+                           for key, label in est_names)
+    lines += ["", "Worst |error| over the three tissues and all B1 (T1 / T2, %): " + worst_text,
               "", "ISMRM/NIST spheres with T2 ≥ 30 ms, noise-free, B1 = 1, the shipped network (% error T1 / T2):", "",
               "| array | sphere | T1 (ms) | T2 (ms) | T1 error | T2 error |", "|---|---|---|---|---|---|"]
     for sphere in n["nist"]:
@@ -205,7 +207,8 @@ def _physics(r: dict[str, Any]) -> tuple[str, list[str]]:
     lines += ["", "The paper grid at B1 = 1 (RMSE in ms, T1 / T2):", "",
               "| | noise-free | 0.5 % noise | √CRB at 0.5 %, this slice profile | √CRB at 0.5 %, ideal slice |",
               "|---|---|---|---|---|",
-              f"| shipped network | {pg['noise_free']['t1_ms']['rmse']:.1f} / {pg['noise_free']['t2_ms']['rmse']:.1f} | "
+              f"| shipped network | {pg['noise_free']['t1_ms']['rmse']:.1f} / "
+              f"{pg['noise_free']['t2_ms']['rmse']:.1f} | "
               f"{pg['noise_0.5%']['t1_ms']['rmse']:.1f} / {pg['noise_0.5%']['t2_ms']['rmse']:.1f} | "
               f"{pg['crb_0.5%_profile']['t1_ms']:.1f} / {pg['crb_0.5%_profile']['t2_ms']:.1f} | "
               f"{pg['crb_0.5%_ideal']['t1_ms']:.1f} / {pg['crb_0.5%_ideal']['t2_ms']:.1f} |"]
