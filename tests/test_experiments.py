@@ -44,7 +44,7 @@ def _run(name: str, out: Path) -> dict:
 
 
 def test_registry_lists_every_experiment() -> None:
-    assert EXPERIMENTS == ("training", "brain", "density", "nist", "table1", "timing", "crb")
+    assert EXPERIMENTS == ("training", "brain", "density", "nist", "table1", "timing", "crb", "physics")
     with pytest.raises(ValueError, match="expected one of training, brain"):
         get("fig9")
 
@@ -111,3 +111,14 @@ def test_crb(out: Path) -> None:
         for est in ("network", "matching"):
             ratio = r[est]["t1"]["sd"] / r["sqrt_crb"]["t1"]
             assert 0.9 <= ratio <= 1.3, (r["tissue"], est, ratio)
+
+
+@pytest.mark.slow
+def test_physics(out: Path) -> None:
+    """The slice-profile/B1 experiment (several minutes on 2 cores, so marked slow): the goals hold
+    with the B1 map, and the uncorrected model is far off."""
+    n = _run("physics", out)
+    worst = n["worst_pct"]
+    assert worst["network_b1_given"]["t1_pct"] <= 2.0 and worst["network_b1_given"]["t2_pct"] <= 3.0, worst
+    assert worst["uncorrected"]["t1_pct"] > 10 and worst["uncorrected"]["t2_pct"] > 10, worst
+    assert n["nist_worst_pct"] <= 5.0

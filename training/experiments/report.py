@@ -242,7 +242,9 @@ _READING: dict[str, str] = {
              "each other (see the Cramér–Rao section): the network's advantage is speed and memory, not accuracy at "
              "the grid points. The paper's phantom was BrainWeb's; ours is an MNI152-derived label map with "
              "BrainWeb's 1.5 T values (drone_core/phantom_data/README.md).",
-    "density": "Both estimators are tested on the full dictionary with 0.5 % noise; matching searches the same sparse "
+    "density": "This run predates the slice profile (it used the ideal-slice schedule and B1 = 1; its 60 trainings "
+               "take 33 min and were not repeated): it is about dictionary density, which the pulse does not change. "
+               "Both estimators are tested on the full dictionary with 0.5 % noise; matching searches the same sparse "
                "atoms the network was trained on. Each repetition draws its own uniform random subset (stride "
                "sub-sampling of the T1-major grid aliased with its rows at factor 40 and tripled both estimators' T1 "
                "error there; training/experiments/density.py). Every network gets the same number of optimiser "
