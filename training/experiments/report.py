@@ -233,8 +233,10 @@ _SECTIONS: dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[str, list[
 
 #: How to read each section (kept free of measured numbers, which come from the JSON files).
 _READING: dict[str, str] = {
-    "training": "The recipe is the shipped model's (README, docs/MODEL.md), run again here: the numbers match the "
-                "shipped model's to within run-to-run differences of the thread pool. The cost is the MSE of the "
+    "training": "The recipe is the first shipped model's (B1 = 1, the paper grid, 25-300-300-2), run here on the "
+                "default schedule with its slice profile; the shipped model itself adds the B1 input, B1 draws, "
+                "short-T atoms and a relative weighting (docs/MODEL.md), which is why its noise-free RMSE is lower. "
+                "The cost is the MSE of the "
                 "normalised (T1, T2) targets on fresh noise each epoch; the validation cost uses one fixed noisy "
                 "draw.",
     "brain": "Noise-free, matching is nearly exact wherever a tissue's values fall on the dictionary's grid, while the "
@@ -264,7 +266,10 @@ _READING: dict[str, str] = {
     "table1": "The phantom's tissues have the paper's in vivo means with its ROI sd as a per-voxel spread, so the "
               "truth column is what a perfect estimator would report; both estimators reproduce the means and add "
               "the noise's variance to the spread. The paper's column is in vivo (its Fig. 7 ROIs), for reference.",
-    "timing": "A single-process wall time per slice on this machine (median after a warm-up), through the gadget's "
+    "timing": "This run was measured on a heavily loaded machine, and the network's time includes the M0 fit, which "
+              "now simulates every voxel's atom over the slice profile (12 positions): that fit, not the network, "
+              "dominates (the network alone: docs/BENCHMARKS.md). Rerun on a quiet machine for absolute figures. "
+              "A single-process wall time per slice on this machine (median after a warm-up), through the gadget's "
               "`reconstruct` on all 16,384 voxels: the network time includes the M0 fit (the network alone: 13.5 ms, "
               "docs/BENCHMARKS.md, which also has the ≤ 10 ms goal). SVD compression barely helps on a CPU: the "
               "search is GEMM-bound either way. Matching here is an exact "
