@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .validation import finite_number
+from .validation import check_fields, finite_number
 
 __all__ = [
     "Excitation",
@@ -112,15 +112,7 @@ class Excitation:
     @classmethod
     def from_dict(cls, data: Any) -> "Excitation":
         """From the JSON object; missing or unknown fields are named in the error."""
-        if not isinstance(data, dict):
-            raise TypeError(f"schedule field 'excitation': expected a JSON object, got {type(data).__name__}")
-        fields = ("shape", "time_bandwidth", "apodization")
-        missing = [f for f in fields if f not in data]
-        if missing:
-            raise ValueError(f"schedule field 'excitation': missing field(s) {missing}; expected {list(fields)}")
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ValueError(f"schedule field 'excitation': unknown field(s) {unknown}; expected {list(fields)}")
+        check_fields(data, "schedule field 'excitation'", ("shape", "time_bandwidth", "apodization"))
         return cls(data["shape"], data["time_bandwidth"], data["apodization"])
 
     def describe(self) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .excitation import Excitation
-from .validation import finite_number
+from .validation import check_fields, finite_number
 
 __all__ = ["Schedule", "default_schedule", "DEFAULT_SCHEDULE_NAME"]
 
@@ -182,15 +182,7 @@ class Schedule:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Schedule":
         """Build from the file format's dict; missing or unknown fields are named in the error."""
-        if not isinstance(data, dict):
-            raise TypeError(f"schedule: expected a JSON object, got {type(data).__name__}")
-        required = [f for f in _FIELDS if f not in ("inversion_efficiency", "excitation")]
-        missing = [f for f in required if f not in data]
-        if missing:
-            raise ValueError(f"schedule: missing field(s) {missing}; expected fields {list(_FIELDS)}")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"schedule: unknown field(s) {unknown}; expected fields {list(_FIELDS)}")
+        check_fields(data, "schedule", _FIELDS, optional=("inversion_efficiency", "excitation"))
         return cls(
             name=data["name"],
             flip_angle_deg=data["flip_angle_deg"],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["finite_number"]
+__all__ = ["finite_number", "check_fields"]
 
 
 def finite_number(value: Any, label: str) -> float:
@@ -26,3 +26,20 @@ def finite_number(value: Any, label: str) -> float:
     if not math.isfinite(out):
         raise ValueError(f"{label}: expected a finite number, got {out}")
     return out
+
+
+def check_fields(data: Any, label: str, fields: Sequence[str], optional: Sequence[str] = ()) -> dict[str, Any]:
+    """``data`` as a JSON object holding every one of ``fields`` (but ``optional``) and nothing else.
+
+    Raises:
+        TypeError: not a dict; ValueError: missing or unknown fields, named with the expected ones.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{label}: expected a JSON object, got {type(data).__name__}")
+    missing = [f for f in fields if f not in data and f not in optional]
+    if missing:
+        raise ValueError(f"{label}: missing field(s) {missing}; expected fields {list(fields)}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{label}: unknown field(s) {unknown}; expected fields {list(fields)}")
+    return data
