@@ -465,6 +465,23 @@ class DroneModel:
             b1: ``(n,)`` relative B1 of the voxels, or None (see :meth:`predict`); a B1-estimating
                 model uses its own estimate for M0.
         """
+        return self._estimate(signals, b1, batch_size=batch_size, precision=precision)[0]
+
+    def estimate_b1(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
+                    precision: Precision = "auto") -> tuple[Estimate, np.ndarray]:
+        """T1, T2, M0 and the estimated B1 of every fingerprint, one forward pass (``b1.output`` models).
+
+        Returns:
+            ``(Estimate, b1)``, ``b1`` float32 ``(n,)`` (NaN where the signal is zero/not finite).
+        """
+        if not self.b1.output:
+            raise ValueError("this model does not estimate B1 (b1.output is False); give a B1 map instead")
+        est, b1 = self._estimate(signals, None, batch_size=batch_size, precision=precision)
+        assert b1 is not None
+        return est, b1
+
+    def _estimate(self, signals: np.ndarray | torch.Tensor, b1: Any, *, batch_size: int,
+                  precision: Precision) -> tuple[Estimate, np.ndarray | None]:
         with torch.inference_mode():
             t1, t2, b1_est, valid = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
         t1_np, t2_np, valid_np = t1.cpu().numpy(), t2.cpu().numpy(), valid.cpu().numpy()
@@ -483,7 +500,8 @@ class DroneModel:
                                     b1_np[valid_np], n_positions=M0_N_POSITIONS))
             m0[valid_np] = fit_m0(np.where(np.isfinite(mags[valid_np]), mags[valid_np], 0).astype(np.float32),
                                   atoms.astype(np.float32))
-        return Estimate(t1_np, t2_np, m0)
+        b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
+        return Estimate(t1_np, t2_np, m0), b1_out
 
     # ------------------------------------------------------------------ files
     def metadata(self) -> dict[str, Any]:

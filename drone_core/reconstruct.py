@@ -89,8 +89,7 @@ def estimate(estimator: Any, signals: np.ndarray, b1: np.ndarray | None = None
     b1_est = None
     if hasattr(estimator, "estimate"):
         if estimates_b1(estimator):
-            t1, t2, b1_est = estimator.predict_b1(signals)
-            m0 = estimator.estimate(signals).m0
+            (t1, t2, m0), b1_est = estimator.estimate_b1(signals)
         else:
             t1, t2, m0 = tuple(estimator.estimate(signals, b1))[:3]
     elif hasattr(estimator, "match"):

@@ -325,6 +325,9 @@ def test_b1_output_model(schedule: Schedule, signals: np.ndarray) -> None:
     t1, t2, b1 = m.predict_b1(signals, precision="fp32")
     assert b1.shape == (signals.shape[0],) and np.all((b1 >= 0.5) & (b1 <= 1.5))
     np.testing.assert_array_equal(m.predict(signals, precision="fp32")[0], t1)
+    est, b1_again = m.estimate_b1(signals, precision="fp32")  # one forward pass for maps, M0 and B1
+    np.testing.assert_array_equal(b1_again, b1)
+    np.testing.assert_array_equal(est.m0, m.estimate(signals, precision="fp32").m0)
     targets = m.targets_to_unit(torch.tensor([100.0]), torch.tensor([50.0]), torch.tensor([1.25]))
     assert targets.shape == (1, 3) and targets[0, 2].item() == pytest.approx(0.75)
     assert m.metadata()["target"]["order"] == ["t1_ms", "t2_ms", "b1"]
