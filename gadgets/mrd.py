@@ -17,8 +17,11 @@ id    name          body
 1026  WAVEFORM      40-byte header, data (uint32)
 ====  ============  ================================================================
 
-The MRD protocol has no error message: a server reports a failure as a TEXT whose text starts with
-``ERROR`` (python-ismrmrd-server's logging convention, :func:`error_text`), then CLOSE.
+The MRD protocol has no error message: a server reports a failure as a TEXT, then CLOSE. Two forms
+are in use (:func:`is_error_text`, :func:`error_message`): ``ERROR <message>`` (python-ismrmrd-server's
+logging convention; ``drone serve`` sends it, :func:`error_text`) and Gadgetron's
+``[<location>] ERROR: <message>``, where a gadget's own report is wrapped as
+``[<location>] ERROR: Errors received: \n<message>\n`` (Gadgetron 4.7).
 
 **Reading** untrusted input (the server's side) is :class:`MessageReader`: every declared length
 and every size an ACQUISITION, IMAGE or WAVEFORM header implies is checked against
@@ -61,6 +64,7 @@ __all__ = [
     "encode_header",
     "error_text",
     "is_error_text",
+    "error_message",
     "parameters_from_json",
     "serialization",
     "CONFIG_FILE_BYTES",
@@ -73,6 +77,9 @@ _U16, _U32 = struct.Struct("<H"), struct.Struct("<I")
 _ACQ_HEADER_SIZE = ctypes.sizeof(ismrmrd.AcquisitionHeader)
 _WAVEFORM_HEADER_SIZE = ctypes.sizeof(ismrmrd.WaveformHeader)
 _ERROR_PREFIX = "ERROR "
+#: Gadgetron's error TEXT: ``[<location>] ERROR: <message>``; a gadget's ERROR is ``Errors received: \n<text>``.
+_GADGETRON_ERROR = "ERROR:"
+_GADGETRON_RECEIVED = "Errors received:"
 
 
 class MrdId(IntEnum):
@@ -334,9 +341,49 @@ def error_text(message: str) -> str:
     return _ERROR_PREFIX + message
 
 
+def _gadgetron_error(text: str) -> tuple[str, str] | None:
+    """``(location, message)`` of Gadgetron's ``[<location>] ERROR: <message>``, else None."""
+    stripped = text.strip().rstrip("\x00")
+    if not stripped.startswith("["):
+        return None
+    location, sep, rest = stripped[1:].partition("]")
+    rest = rest.lstrip()
+    if not sep or "\n" in location or not rest.startswith(_GADGETRON_ERROR):
+        return None
+    return location.strip(), rest[len(_GADGETRON_ERROR):].strip()
+
+
 def is_error_text(text: str) -> bool:
-    """True for a TEXT made by :func:`error_text` (or python-ismrmrd-server's error logging)."""
-    return text.lstrip().startswith(_ERROR_PREFIX.strip())
+    """True for a TEXT reporting a failure: ``ERROR …`` (:func:`error_text`, python-ismrmrd-server's error
+    logging) or Gadgetron's ``[<location>] ERROR: …`` (module docstring)."""
+    return text.lstrip().startswith(_ERROR_PREFIX.strip()) or _gadgetron_error(text) is not None
+
+
+def error_message(text: str) -> str:
+    """The message of an error TEXT (:func:`is_error_text`), without its framing.
+
+    * ``ERROR drone_mrf: duplicate frame …`` → ``drone_mrf: duplicate frame …``
+    * ``[Connection Main Thread/Stream/external] ERROR: Errors received: \ndrone_mrf: duplicate frame …\n``
+      (a gadget's report, wrapped by Gadgetron) → ``drone_mrf: duplicate frame …``
+    * ``[Connection Main Thread/Stream/external] ERROR: Received illegal message id from external peer: 0``
+      (Gadgetron's own) → ``Gadgetron (Connection Main Thread/Stream/external): Received illegal …``
+
+    Any other text is returned stripped.
+    """
+    found = _gadgetron_error(text)
+    if found is not None:
+        location, message = found
+        if message.startswith(_GADGETRON_RECEIVED):
+            inner = message[len(_GADGETRON_RECEIVED):].strip()
+            if inner:
+                return inner
+        return f"Gadgetron ({location}): {message}" if location else f"Gadgetron: {message}"
+    stripped = text.strip().rstrip("\x00").strip()
+    prefix = _ERROR_PREFIX.strip()
+    if stripped.startswith(prefix):
+        rest = stripped[len(prefix):].lstrip(" :")
+        return rest or stripped
+    return stripped
 
 
 def parameters_from_json(text: str) -> dict[str, str] | None:
