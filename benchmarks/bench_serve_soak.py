@@ -73,11 +73,15 @@ def start_server(workers: int) -> tuple[subprocess.Popen, int]:
 
 
 def one_connection(port: int, stream: bytes, expected_images: int) -> None:
-    """Send the stream, read the reply (ismrmrd's ProtocolDeserializer), check it."""
+    """Send the stream, read the reply (ismrmrd's ProtocolDeserializer, or the package's stand-in
+    where ismrmrd has none: 1.14.0/1.14.1), check it."""
     import socket
 
     import ismrmrd
-    from ismrmrd.serialization import ProtocolDeserializer
+
+    from drone_gadgets.mrd import serialization
+
+    ProtocolDeserializer = serialization().ProtocolDeserializer
 
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
         result: dict[str, object] = {}

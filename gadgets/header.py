@@ -7,8 +7,12 @@ angles and TRs are per frame; this module turns them into a :class:`drone_core.s
 and compares it with the estimator's schedule by :meth:`Schedule.same_physics` (4 decimals). The
 header has no inversion efficiency and no excitation pulse, so the estimator's are assumed.
 
-The XML is read with the standard library (namespace-agnostic), not with ``ismrmrd.xsd``, so it
-works the same whatever ismrmrd version parsed (or failed to parse) the header.
+The XML is read with the standard library, not with ``ismrmrd.xsd``, so it works the same whatever
+ismrmrd version parsed (or failed to parse) the header. Its root element is checked
+(:func:`header_root`): ismrmrd-python's generated parser reads any document into an
+``ismrmrdHeader`` without looking at the root (1.14's, whose fields all have defaults, even
+``<notAnIsmrmrdHeader/>``), so a document that is not an ISMRMRD header would otherwise pass for
+one without a schedule. Below the root, elements are matched by local name.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ from drone_core.schedule import Schedule
 from .errors import ScheduleMismatchError
 from .settings import xml_local_name
 
-__all__ = ["SequenceParameters", "sequence_parameters", "schedule_from_header", "check_header_schedule"]
+__all__ = ["ISMRMRD_NAMESPACE", "SequenceParameters", "header_root", "sequence_parameters", "schedule_from_header",
+           "check_header_schedule"]
 
 log = logging.getLogger(__name__)
 
 #: Name given to a schedule read from an ISMRMRD header.
 HEADER_SCHEDULE_NAME = "ISMRMRD header"
+#: The ISMRMRD header's XML namespace.
+ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+#: The root elements accepted: ``ismrmrdHeader`` in the ISMRMRD namespace, or in none (as the C++
+#: ISMRMRD library, which ignores namespaces, reads it).
+HEADER_ROOTS = (f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader", "ismrmrdHeader")
 
 
 @dataclass(frozen=True)
@@ -52,11 +62,12 @@ class SequenceParameters:
         return [name for name, values in names if not values]
 
 
-def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
-    """Read ``<sequenceParameters>`` from the ISMRMRD header XML; None when it has none.
+def header_root(header_xml: bytes | str) -> ET.Element:
+    """The root element of an ISMRMRD header's XML, checked to be ``ismrmrdHeader`` (:data:`HEADER_ROOTS`).
 
     Raises:
-        ValueError: the header is not XML, or a value is not a finite number.
+        ValueError: the text is not XML, or its root element is another one (the message names it,
+            and what was expected).
     """
     text = header_xml.decode("utf-8", errors="replace") if isinstance(header_xml, (bytes, bytearray)) else header_xml
     text = text.strip().rstrip("\x00").strip()
@@ -64,6 +75,22 @@ def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise ValueError(f"the ISMRMRD header is not valid XML ({exc})") from None
+    if root.tag not in HEADER_ROOTS:
+        tag = root.tag if isinstance(root.tag, str) else repr(root.tag)
+        name = f"<{xml_local_name(tag)}> in namespace {tag[1:].split('}', 1)[0]!r}" if tag.startswith("{") else f"<{tag}>"
+        raise ValueError(f"not an ISMRMRD header: its root element is {name}, expected <ismrmrdHeader> in namespace "
+                         f"{ISMRMRD_NAMESPACE!r} (or in none)")
+    return root
+
+
+def sequence_parameters(header_xml: bytes | str) -> SequenceParameters | None:
+    """Read ``<sequenceParameters>`` from the ISMRMRD header XML; None when it has none.
+
+    Raises:
+        ValueError: the header is not XML, is not an ISMRMRD header (:func:`header_root`), or a value
+            is not a finite number.
+    """
+    root = header_root(header_xml)
     node = next((e for e in root.iter() if xml_local_name(e.tag) == "sequenceParameters"), None)
     if node is None:
         return None

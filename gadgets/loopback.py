@@ -645,12 +645,20 @@ class GadgetRun:
 
 
 def check_header(header: bytes | str) -> None:
-    """Raise ValueError unless ``header`` parses as an ISMRMRD header (gadgetron-python parses it
-    with ``ismrmrd.xsd`` before the handler runs, and a failure there only shows as a traceback)."""
+    """Raise ValueError unless ``header`` is an ISMRMRD header: XML whose root element is
+    ``ismrmrdHeader`` (:func:`drone_gadgets.header.header_root`, checked here: ismrmrd's parser does
+    not look at the root) that ``ismrmrd.xsd`` parses (gadgetron-python parses it so before the
+    handler runs, and a failure there only shows as a traceback)."""
+    from .header import header_root
+
+    text = header.decode("utf-8", errors="replace") if isinstance(header, bytes) else header
+    try:
+        header_root(header)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; the header begins {text[:200]!r}") from None
     try:
         ismrmrd.xsd.CreateFromDocument(header)
     except Exception as exc:  # the xsd parser raises parser-specific types
-        text = header.decode("utf-8", errors="replace") if isinstance(header, bytes) else header
         raise ValueError(f"the ISMRMRD header does not parse ({type(exc).__name__}: {exc}); it begins "
                          f"{text[:200]!r}") from None
 

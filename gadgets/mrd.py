@@ -31,9 +31,12 @@ acquisition's arrays from the sizes in its header before reading the data, bound
 reads ``DATATYPE_INT`` pixels as int64 (the wire has int32). It reads the server's replies on the
 client side (:mod:`drone_gadgets.client`), where the peer is trusted.
 
-**Writing** is ``ismrmrd.serialization.ProtocolSerializer`` (ismrmrd ≥ 1.15, which adds
-CONFIG_FILE and CONFIG_TEXT), each message serialised completely in memory before it is sent
-(:func:`encode`), so a failure can never leave half a message on the wire.
+**Writing** (:func:`encode`) is done here, byte for byte as ismrmrd's ``ProtocolSerializer``
+writes (ismrmrd ≥ 1.15; a test compares them), with ismrmrd's own ``serialize_into`` for images,
+acquisitions and waveforms: it needs no ``ismrmrd.serialization``, which ismrmrd-python 1.14.0 and
+1.14.1 (1.14.0 is the Gadgetron images') do not have, and 1.14.2 has without CONFIG_FILE and
+CONFIG_TEXT. Each message is serialised completely in memory before it is sent, so a failure can
+never leave half a message on the wire.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ import json
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Callable, Mapping
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Mapping
 
 import ismrmrd
 import numpy as np
@@ -62,6 +66,8 @@ __all__ = [
     "MessageReader",
     "encode",
     "encode_header",
+    "encode_config_file",
+    "StreamDeserializer",
     "error_text",
     "is_error_text",
     "error_message",
@@ -274,19 +280,48 @@ def _decode(raw: bytes, what: str) -> str:
 
 # =========================================================================== writing
 def serialization() -> Any:
-    """``ismrmrd.serialization`` with CONFIG_FILE/CONFIG_TEXT support (ismrmrd ≥ 1.15).
-
-    Raises:
-        ImportError: naming the version needed.
-    """
+    """What reads a trusted peer's MRD stream (``drone send`` reads the server's replies with its
+    ``ProtocolDeserializer(stream).deserialize()``): ``ismrmrd.serialization`` where the installed
+    ismrmrd has it (≥ 1.14.2), else a stand-in whose ``ProtocolDeserializer`` is
+    :class:`StreamDeserializer` (ismrmrd 1.14.0, the Gadgetron images', and 1.14.1)."""
     try:
         from ismrmrd import serialization as module
     except ImportError:
-        module = None
-    if module is None or not hasattr(module, "ConfigFile"):
-        raise ImportError(f"drone serve/send need ismrmrd >= 1.15 (ProtocolSerializer with CONFIG_FILE), "
-                          f"found {getattr(ismrmrd, '__version__', '?')}: pip install 'drone-gadgetron[serve]'")
+        return SimpleNamespace(ProtocolDeserializer=StreamDeserializer)
+    if not hasattr(module, "ProtocolDeserializer"):  # pragma: no cover - a partial ismrmrd.serialization
+        return SimpleNamespace(ProtocolDeserializer=StreamDeserializer)
     return module
+
+
+class StreamDeserializer:
+    """``ismrmrd.serialization.ProtocolDeserializer``'s interface over :class:`MessageReader`.
+
+    Args:
+        stream: a binary file (e.g. ``socket.makefile("rb")``).
+        limits: the bounds (the defaults of :class:`Limits`).
+
+    :meth:`deserialize` yields ``ismrmrd.Image``, ``ismrmrd.Acquisition``, ``ismrmrd.Waveform``,
+    ``str`` for a TEXT, and :class:`ConfigFile`, :class:`ConfigText` or :class:`Header` for those
+    messages, until CLOSE. Unlike ismrmrd's, it reads ``DATATYPE_INT`` pixels as int32 (the wire's)
+    and refuses sizes over ``limits`` (:class:`ProtocolError`); the stream's end before CLOSE raises
+    ``EOFError``, as ismrmrd's does.
+    """
+
+    def __init__(self, stream: Any, limits: Limits | None = None) -> None:
+        self._stream = stream
+        self._limits = limits
+
+    def _read(self, n: int) -> bytes:
+        data = self._stream.read(n)
+        if data is None or len(data) < n:
+            raise EOFError(f"the stream ended in the middle of a message ({len(data or b'')} of {n} bytes)")
+        return bytes(data)
+
+    def deserialize(self) -> Iterator[Any]:
+        """The messages, in order, until CLOSE (not yielded)."""
+        reader = MessageReader(self._read, self._limits)
+        while (message := reader.read()) is not None:
+            yield message.text if isinstance(message, Text) else message
 
 
 def encode(item: Any) -> bytes:
@@ -298,26 +333,30 @@ def encode(item: Any) -> bytes:
 
     Raises:
         TypeError: anything else.
+        ValueError: a :class:`ConfigFile` name that does not fit (:func:`encode_config_file`).
     """
     if item is None:
         return _U16.pack(MrdId.CLOSE)
     if isinstance(item, Header):
         return encode_header(item.xml)
-    module = serialization()
     if isinstance(item, ConfigFile):
-        obj: Any = module.ConfigFile(item.name)
-    elif isinstance(item, ConfigText):
-        obj = module.ConfigText(item.text)
-    elif isinstance(item, Text):
-        obj = item.text
-    elif isinstance(item, ismrmrd.Image) and int(item.data_type) == ismrmrd.DATATYPE_INT:
-        obj = _as_double(item)
-    elif isinstance(item, (ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform, str)):
-        obj = item
+        return encode_config_file(item.name)
+    if isinstance(item, ConfigText):
+        return _U16.pack(MrdId.CONFIG_TEXT) + _length_prefixed(item.text.encode("utf-8"), "CONFIG_TEXT")
+    if isinstance(item, (Text, str)):
+        text = item.text if isinstance(item, Text) else item
+        return _U16.pack(MrdId.TEXT) + _length_prefixed(text.encode("utf-8"), "TEXT")
+    if isinstance(item, ismrmrd.Image):
+        mid, obj = MrdId.IMAGE, (_as_double(item) if int(item.data_type) == ismrmrd.DATATYPE_INT else item)
+    elif isinstance(item, ismrmrd.Acquisition):
+        mid, obj = MrdId.ACQUISITION, item
+    elif isinstance(item, ismrmrd.Waveform):
+        mid, obj = MrdId.WAVEFORM, item
     else:
         raise TypeError(f"item: cannot send a {type(item).__module__}.{type(item).__name__} in the MRD protocol")
     buffer = io.BytesIO()
-    module.ProtocolSerializer(buffer).serialize(obj)
+    buffer.write(_U16.pack(mid))
+    obj.serialize_into(buffer.write)
     return buffer.getvalue()
 
 
@@ -325,7 +364,29 @@ def encode_header(xml: bytes | str) -> bytes:
     """HEADER with the XML exactly as given (ProtocolSerializer would parse and re-write it)."""
     payload = xml.encode("utf-8") if isinstance(xml, str) else bytes(xml)
     payload = payload.rstrip(b"\x00")
-    return _U16.pack(MrdId.HEADER) + _U32.pack(len(payload)) + payload
+    return _U16.pack(MrdId.HEADER) + _length_prefixed(payload, "HEADER")
+
+
+def encode_config_file(name: str) -> bytes:
+    """CONFIG_FILE: ``name`` UTF-8, NUL-padded to :data:`CONFIG_FILE_BYTES` (as ismrmrd ≥ 1.15 writes it).
+
+    Raises:
+        ValueError: ``name`` holds a NUL (the reader would cut it there) or is :data:`CONFIG_FILE_BYTES`
+            bytes or longer encoded (the padding needs at least one NUL).
+    """
+    raw = name.encode("utf-8")
+    if b"\x00" in raw:
+        raise ValueError(f"CONFIG_FILE name: expected text without NUL, got {name[:80]!r}")
+    if len(raw) >= CONFIG_FILE_BYTES:
+        raise ValueError(f"CONFIG_FILE name: expected at most {CONFIG_FILE_BYTES - 1} bytes of UTF-8, got "
+                         f"{len(raw)}: {name[:80]!r}...")
+    return _U16.pack(MrdId.CONFIG_FILE) + raw.ljust(CONFIG_FILE_BYTES, b"\x00")
+
+
+def _length_prefixed(payload: bytes, what: str) -> bytes:
+    if len(payload) > 0xFFFFFFFF:  # pragma: no cover - 4 GiB of text
+        raise ValueError(f"{what}: at most 4 GiB - 1 bytes, got {len(payload)}")
+    return _U32.pack(len(payload)) + payload
 
 
 def _as_double(image: ismrmrd.Image) -> ismrmrd.Image:

@@ -60,6 +60,7 @@ import math
 import os
 import sys
 import xml.etree.ElementTree as ET
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -377,7 +378,7 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
 
     if path.exists():
         path.unlink()  # overwrite: a fresh file (ismrmrd 1.14's Dataset can only append or create)
-    with ismrmrd.Dataset(str(path), group, create_if_needed=True) as ds:
+    with closing(ismrmrd.Dataset(str(path), group, create_if_needed=True)) as ds:
         ds.write_xml_header(xml)
         index = 0
         for s in range(n_slices):
@@ -400,7 +401,7 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
                                                    meta=b1_meta))
     if truth_maps:
         table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
-        with ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True) as ds:
+        with closing(ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True)) as ds:
             ds.write_xml_header(xml)
             for key, data in truth_maps.items():
                 series, label, units = TRUTH_SERIES[key]
@@ -554,7 +555,8 @@ def phantom_b1(spec: str | None, phantom: "Phantom", *, centre: float | None = N
 # --------------------------------------------------------------------------- reading back
 def _open_for_reading(path: str | os.PathLike[str], group: str) -> "ismrmrd.Dataset":
     """``ismrmrd.Dataset`` read-only where the installed version can (1.15's ``mode="r"``), else
-    read/write without creating (1.14)."""
+    read/write without creating (1.14). Use it as ``with closing(...)``: 1.14.0's ``Dataset`` is no
+    context manager."""
     import inspect
 
     import ismrmrd
@@ -574,7 +576,7 @@ def _open_for_reading(path: str | os.PathLike[str], group: str) -> "ismrmrd.Data
 def read_scan(path: str | os.PathLike[str], group: str = "dataset",
               var: str = FRAMES_VAR) -> tuple[str, list["ismrmrd.Image"]]:
     """``(header XML, images of /<group>/<var> in file order)``."""
-    with _open_for_reading(path, group) as ds:
+    with closing(_open_for_reading(path, group)) as ds:
         xml = ds.read_xml_header()
         xml = xml.decode("utf-8") if isinstance(xml, bytes) else str(xml)
         images = [ds.read_image(var, i) for i in range(ds.number_of_images(var))]
@@ -585,7 +587,7 @@ def read_truth(path: str | os.PathLike[str], group: str = "dataset") -> dict[str
     """The true maps written by :func:`write_scan`: ``{name: (z, y, x) float32}`` (by slice counter):
     ``t1``, ``t2`` (ms), ``m0``, ``labels`` and, for a scan with a B1 map, ``b1`` (relative B1)."""
     out: dict[str, np.ndarray] = {}
-    with _open_for_reading(path, group + TRUTH_SUFFIX) as ds:
+    with closing(_open_for_reading(path, group + TRUTH_SUFFIX)) as ds:
         for key in TRUTH_SERIES:
             if key not in ds.list():
                 continue
@@ -601,7 +603,7 @@ def read_b1_map(path: str | os.PathLike[str], group: str = "dataset") -> np.ndar
     Raises:
         LookupError: the group has no B1 map.
     """
-    with _open_for_reading(path, group) as ds:
+    with closing(_open_for_reading(path, group)) as ds:
         if B1_VAR not in ds.list():
             raise LookupError(f"group: /{group} of {str(path)!r} has no B1 map ({B1_VAR}); simulate with --b1")
         images = [ds.read_image(B1_VAR, i) for i in range(ds.number_of_images(B1_VAR))]

@@ -2,7 +2,9 @@
 
 :class:`RawClient` writes bytes as given (so malformed streams can be sent) and reads the server's
 replies with ismrmrd's own ``ProtocolDeserializer`` — a reader independent of the server's
-:class:`~drone_gadgets.mrd.MessageReader`.
+:class:`~drone_gadgets.mrd.MessageReader` — where the installed ismrmrd has one (≥ 1.14.2); with
+ismrmrd 1.14.0/1.14.1 (the Gadgetron images' environment, ``make test-compat``) it is
+:class:`~drone_gadgets.mrd.StreamDeserializer`, built on that reader (:data:`INDEPENDENT_READER`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from typing import Any, Sequence
 
 import ismrmrd
 import numpy as np
-from ismrmrd.serialization import ProtocolDeserializer
 
-from drone_gadgets.mrd import ConfigFile, Header, encode
+from drone_gadgets.mrd import ConfigFile, Header, StreamDeserializer, encode, serialization
 from gadgetron_peer import frame_header, header_xml, image_of, phantom, phantom_frames
 
 __all__ = ["Reply", "RawClient", "scan_messages", "schedule_header", "exchange", "U16", "U32", "U64"]
 
 U16, U32, U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
+#: ismrmrd's ``ProtocolDeserializer``, or :class:`StreamDeserializer` where ismrmrd has none.
+ProtocolDeserializer = serialization().ProtocolDeserializer
+#: Whether replies are read by a reader independent of the server's (ismrmrd's own).
+INDEPENDENT_READER = ProtocolDeserializer is not StreamDeserializer
 #: Pixel scale of the phantom frames (M0 values × this).
 SCALE = 1000.0
 

@@ -305,7 +305,7 @@ HOSTILE = {
                               r"Header arrived after the data had begun"),
     "text not UTF-8": (_preamble() + U16.pack(MrdId.TEXT) + U32.pack(2) + b"\xff\xfe", r"TEXT is not UTF-8"),
     "header not ISMRMRD": (encode(ConfigFile("drone_images")) + encode(Header(b"<nonsense/>")) + encode(None),
-                           r"the ISMRMRD header does not parse"),
+                           r"not an ISMRMRD header: its root element is <nonsense>"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import closing
 from pathlib import Path
 
 import ismrmrd
@@ -150,7 +151,7 @@ def test_truth_group(brain_file, schedule) -> None:
     for key in ("t1", "t2", "m0"):
         np.testing.assert_array_equal(truth[key], maps[key])
     np.testing.assert_array_equal(truth["labels"], phantom.labels)
-    with ismrmrd.Dataset(str(path), "dataset_truth", create_if_needed=False) as ds:
+    with closing(ismrmrd.Dataset(str(path), "dataset_truth", create_if_needed=False)) as ds:
         assert sorted(ds.list()) == ["labels", "m0", "t1", "t2", "xml"]
         for key, (series, label, units) in TRUTH_SERIES.items():
             if key == "b1":
@@ -344,7 +345,7 @@ def test_truth_b1(b1_file) -> None:
     assert sorted(truth) == ["b1", "labels", "m0", "t1", "t2"]
     np.testing.assert_array_equal(truth["b1"], field.astype(np.float32))  # relative, not percent
     assert TRUTH_SERIES["b1"] == (104, "B1", "relative")
-    with ismrmrd.Dataset(str(path), "dataset_truth", create_if_needed=False) as ds:
+    with closing(ismrmrd.Dataset(str(path), "dataset_truth", create_if_needed=False)) as ds:
         for s in range(2):
             im = ds.read_image("b1", s)
             h = im.getHead()
@@ -396,7 +397,7 @@ def test_cli_b1_none_number_and_files(tmp_path, schedule) -> None:
     out = tmp_path / "x.h5"
     # default none: no B1 map, no truth B1 (files as before)
     assert run(_parse([str(out), "--matrix", "24", "20"])) == 0
-    with ismrmrd.Dataset(str(out), "dataset", create_if_needed=False) as ds:
+    with closing(ismrmrd.Dataset(str(out), "dataset", create_if_needed=False)) as ds:
         assert "image_5" not in ds.list()
     assert "b1" not in read_truth(out)
     # a number: uniform B1
