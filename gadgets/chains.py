@@ -13,22 +13,28 @@ selects is which *settings* it runs with:
   ``<configuration>`` of ``<property>`` elements, or JSON ``{"parameters": {name: value}}``.
 
 Property names and values are checked later, by :func:`drone_gadgets.settings.settings_from_properties`.
+
+A client that sends a chain's text sets properties in the text itself (:func:`apply_properties`, for
+``drone send --config-file PATH --set NAME=VALUE``): that works with any server, Gadgetron included,
+which passes the ``<external>`` node's ``<configuration>`` to the gadget and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .errors import SettingsError
 from .mrd import parameters_from_json
 from .settings import parse_properties, xml_child, xml_local_name
 
-__all__ = ["Chain", "ChainCatalog", "ChainError", "chain_from_text", "DEFAULT_CHAIN", "NEUTRAL_GADGETS"]
+__all__ = ["Chain", "ChainCatalog", "ChainError", "chain_from_text", "apply_properties", "DEFAULT_CHAIN",
+           "NEUTRAL_GADGETS"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,95 @@ def chain_from_text(text: str, *, name: str = "config text", source: str = "CONF
         raise ChainError(f"the configuration text is neither XML nor a JSON object ({exc}); it begins "
                          f"{stripped[:120]!r}") from None
     return _chain_from_xml(root, name, source)
+
+
+def _parse_keeping_comments(text: str) -> ET.Element:
+    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+    try:
+        return ET.fromstring(text, parser=parser)
+    except ET.ParseError as exc:
+        raise ChainError(f"the chain text is neither XML nor a JSON object ({exc}); it begins {text[:120]!r}") from None
+
+
+def _gadget_configuration(root: ET.Element) -> ET.Element:
+    """The ``<configuration>`` element holding the drone_mrf gadget's properties (made if missing).
+
+    That is the root itself for a bare ``<configuration>`` of properties; in a chain, the one of the
+    ``<external>`` node executing ``drone_gadgets.gadget``/``drone_mrf``, or of the chain's only
+    ``<external>`` node with ``<connect>`` (the debugging twins: a process started by hand runs the gadget).
+    """
+    if xml_local_name(root.tag) != "configuration":
+        raise ChainError(f"the chain's root element is <{xml_local_name(root.tag)}>, expected <configuration>")
+    stream = xml_child(root, "stream")
+    if stream is None:
+        return root
+    externals = [node for node in stream if xml_local_name(node.tag) == "external"]
+    ours = [n for n in externals if (e := xml_child(n, "execute")) is not None
+            and e.get("name") == _MODULE and e.get("target") == _TARGET]
+    connects = [n for n in externals if xml_child(n, "connect") is not None]
+    if len(ours) == 1:
+        node = ours[0]
+    elif not ours and len(connects) == 1 and len(externals) == 1:
+        node = connects[0]
+    else:
+        found = (f"{len(ours)} <external> nodes executing it" if ours else
+                 f"{len(externals)} <external> node(s), {len(connects)} with <connect>")
+        raise ChainError(f"cannot set properties in this chain: expected one <external> node executing "
+                         f"{_MODULE}:{_TARGET} (or a single <external> with <connect>), found {found}")
+    config = xml_child(node, "configuration")
+    if config is None:
+        config = ET.SubElement(node, "configuration")
+    return config
+
+
+def _set_property(config: ET.Element, name: str, value: str) -> None:
+    """Set ``<property>`` ``name`` of ``config`` to ``value`` in the spelling it has (attribute or child
+    elements), or append ``<property name="…" value="…"/>``."""
+    for element in config:
+        if xml_local_name(element.tag) != "property":
+            continue
+        name_child = xml_child(element, "name")
+        current = element.get("name") if element.get("name") is not None else (
+            (name_child.text or "").strip() if name_child is not None else None)
+        if current is None or current.strip() != name:
+            continue
+        value_child = xml_child(element, "value")
+        if element.get("value") is None and value_child is not None:
+            value_child.text = value
+        else:
+            element.set("value", value)
+        return
+    new = ET.SubElement(config, "property", {"name": name, "value": value})
+    new.tail = "\n"
+
+
+def apply_properties(text: str, properties: Mapping[str, str]) -> str:
+    """A chain text (CONFIG_TEXT) with the drone_mrf gadget's ``properties`` set in it.
+
+    * Chain XML: each property is rewritten in (or added to) the ``<configuration>`` of the ``<external>``
+      node that runs the gadget (:func:`_gadget_configuration`); comments are kept, the XML
+      declaration is not (Gadgetron does not need it).
+    * A bare ``<configuration>`` of properties: set there.
+    * JSON ``{"parameters": {…}}`` or ``{name: value}``: merged into the parameters.
+
+    Names and values are not checked here (the gadget checks them).
+
+    Raises:
+        ChainError: not XML or JSON, or no node of the gadget to set them in.
+    """
+    if not properties:
+        return text
+    params = parameters_from_json(text)
+    if params is not None:
+        data = json.loads(text.strip().rstrip("\x00"))
+        merged = {**params, **{str(k): str(v) for k, v in properties.items()}}
+        return json.dumps({"parameters": merged} if "parameters" in data else merged)
+    stripped = text.strip().rstrip("\x00").strip()
+    root = _parse_keeping_comments(stripped)
+    config = _gadget_configuration(root)
+    for name, value in properties.items():
+        _set_property(config, str(name), str(value))
+    return ET.tostring(root, encoding="unicode")
 
 
 class ChainCatalog:

@@ -3,12 +3,11 @@
 The client side of the MRD streaming protocol (:mod:`drone_gadgets.mrd`), for ``drone serve``
 and any server that speaks it (Gadgetron's own server with an images chain, python-ismrmrd-server):
 it connects, sends CONFIG_FILE (``--config NAME``) or CONFIG_TEXT (``--config-file PATH``), the
-file's ISMRMRD header, optionally a TEXT of JSON parameters (``--set NAME=VALUE``), the images
-and CLOSE, and reads the replies at the same time on a second thread (so neither side can block
-the other on full socket buffers). The replies are read with ismrmrd's ``ProtocolDeserializer``.
-Images come back into ``OUT.h5`` the way ``drone replay`` and Gadgetron's client store them
-(``/<group>/image_<series>``); PNG and NIfTI outputs as in ``drone replay``, whose input and output
-code this shares.
+file's ISMRMRD header, the images and CLOSE, and reads the replies at the same time on a second
+thread (so neither side can block the other on full socket buffers). The replies are read with
+ismrmrd's ``ProtocolDeserializer``. Images come back into ``OUT.h5`` the way ``drone replay`` and
+Gadgetron's client store them (``/<group>/image_<series>``); PNG and NIfTI outputs as in ``drone
+replay``, whose input and output code this shares.
 
 B1 maps: with the property ``b1=stream`` (``--set b1=stream``, or in the ``--config-file`` chain)
 the file's B1 map vars (series ``b1_series_index``) are sent first, then the frames; otherwise vars
@@ -16,8 +15,20 @@ of B1 map images (meta ``DRONE_Map`` = ``B1``) are not sent (as in ``drone repla
 cannot see the properties of a chain the server has by name (``--config NAME``): if that chain sets
 ``b1=stream``, say so here too (``--set b1=stream``).
 
-A TEXT from the server starting with ``ERROR`` fails the run with that text
-(:class:`ServerError`); nothing is written then.
+Properties (``--set NAME=VALUE``) are never silently dropped:
+
+* with ``--config-file PATH`` the client writes them into the chain's text itself, in the
+  ``<configuration>`` of the ``<external>`` node that runs the gadget
+  (:func:`drone_gadgets.chains.apply_properties`), so they work with any server, Gadgetron included;
+* with ``--config NAME`` (a chain the client cannot see) they are sent as a TEXT of JSON parameters
+  after the header (python-ismrmrd-server's convention, which ``drone serve`` applies). Gadgetron only
+  logs that TEXT, so the client checks the settings each map image reports (meta ``DRONE_Settings``)
+  and fails (:class:`SettingsNotApplied`) when they are not the ones asked for.
+
+Failures: a TEXT reporting an error (``ERROR …``, or Gadgetron's ``[<location>] ERROR: …``,
+:func:`drone_gadgets.mrd.is_error_text`) fails the run with the server's message
+(:class:`ServerError`); so does a CLOSE without any image for the frames sent, or a connection that
+ends without CLOSE (:class:`SendError`). Nothing is written then.
 """
 
 from __future__ import annotations
@@ -33,11 +44,17 @@ from typing import Any, Mapping, Sequence
 
 from .replay import ReplayResult, open_input, parse_property_args, progress_bar, write_outputs
 from .errors import SettingsError
-from .settings import GadgetSettings, settings_from_properties
+from .settings import PROPERTIES, GadgetSettings, settings_from_properties
 
-__all__ = ["ServerError", "SendError", "send", "add_arguments", "run", "main"]
+__all__ = ["ServerError", "SendError", "SettingsNotApplied", "send", "add_arguments", "run", "main",
+           "DEFAULT_CONFIG"]
 
 log = logging.getLogger(__name__)
+
+#: The chain named by default: ``drone serve`` knows it built in; Gadgetron finds it by this file name
+#: in its ``share/gadgetron/config`` (Gadgetron needs the ``.xml``).
+DEFAULT_CONFIG = "drone_images.xml"
+_BY_NAME = {p.name: p for p in PROPERTIES}
 
 
 class SendError(RuntimeError):
@@ -56,6 +73,10 @@ class ServerError(SendError):
         self.server_message = server_message
 
 
+class SettingsNotApplied(SendError):
+    """``--set`` properties sent as JSON parameters that the server did not apply (Gadgetron ignores them)."""
+
+
 class _Receiver(threading.Thread):
     """Reads the server's replies until CLOSE: images kept, ERROR texts kept, other texts logged."""
 
@@ -72,7 +93,7 @@ class _Receiver(threading.Thread):
     def run(self) -> None:
         import ismrmrd
 
-        from .mrd import is_error_text, serialization
+        from .mrd import error_message, is_error_text, serialization
 
         stream = self.sock.makefile("rb")
         try:
@@ -83,7 +104,8 @@ class _Receiver(threading.Thread):
                 elif isinstance(item, str):
                     text = item.rstrip("\x00")
                     if is_error_text(text):
-                        self.errors.append(text.split(None, 1)[1] if " " in text.strip() else text)
+                        self.errors.append(error_message(text) + _hint(text))
+                        log.debug("server error text: %r", text)
                     else:
                         self.texts.append(text)
                         log.info("server: %s", text)
@@ -94,6 +116,68 @@ class _Receiver(threading.Thread):
             self.failure = exc
         finally:
             stream.close()
+
+
+def _hint(text: str) -> str:
+    """What a Gadgetron error about its external node means for the user (empty for a gadget's own report)."""
+    lowered = text.lower()
+    if "errors received" in lowered or "/external]" not in lowered:
+        return ""
+    if "failed to connect" in lowered:
+        return " (nothing listens on the <connect> port of the chain's <external> node: start the Python side first)"
+    return (" (the chain's external Python process ended or stopped answering before it reported anything; "
+            "the server's log has its output)")
+
+
+def _meta_value(image: Any, name: str) -> str | None:
+    meta = getattr(image, "meta", None)
+    if meta is None:
+        return None
+    try:
+        value = meta.get(name)
+    except Exception:  # noqa: BLE001 - a meta that does not parse has no such value
+        return None
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return None if value is None else str(value)
+
+
+def check_settings_applied(images: Sequence[Any], requested: Mapping[str, str], config: str) -> None:
+    """Fail unless every map image reports (meta ``DRONE_Settings``) the ``requested`` property values.
+
+    Values are compared as the gadget reads them (``0.10`` = ``0.1``; ``maps`` as a set in emission order).
+
+    Raises:
+        SettingsNotApplied: an image without the meta, or with another value for a requested property.
+    """
+    import json
+
+    asked = ", ".join(f"--set {k}={v}" for k, v in requested.items())
+    advice = (f"the server ignored {asked} (it ran chain {config!r} with its own properties; Gadgetron does not "
+              f"apply properties sent as JSON parameters): use --config-file PATH with the chain's file, into which "
+              f"drone send writes the properties itself; nothing was written")
+    maps = [im for im in images if _meta_value(im, "DRONE_Map") is not None]
+    reported = [_meta_value(im, "DRONE_Settings") for im in maps]
+    if not maps or any(r is None for r in reported):
+        raise SettingsNotApplied(f"{advice} [the map images do not report their settings (meta DRONE_Settings)]")
+    differ: dict[str, set[str]] = {}
+    for text in reported:
+        try:
+            ran = json.loads(text or "")
+        except json.JSONDecodeError:
+            ran = {}
+        for name, value in requested.items():
+            prop = _BY_NAME[name]
+            got = ran.get(name) if isinstance(ran, dict) else None
+            try:
+                same = got is not None and prop.parse(name, str(got)) == prop.parse(name, value)
+            except SettingsError:
+                same = False
+            if not same:
+                differ.setdefault(name, set()).add(str(got))
+    if differ:
+        ran_with = "; ".join(f"{k}={' or '.join(sorted(v))}" for k, v in differ.items())
+        raise SettingsNotApplied(advice.replace("(it ran chain", f"(its maps ran with {ran_with}: chain", 1))
 
 
 def _stream_settings(properties: Mapping[str, str], config_text: str | None) -> GadgetSettings:
@@ -112,7 +196,7 @@ def _stream_settings(properties: Mapping[str, str], config_text: str | None) -> 
 
 
 def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", port: int = 9002,
-         config: str | None = "drone_images", config_text: str | None = None,
+         config: str | None = DEFAULT_CONFIG, config_text: str | None = None,
          settings: Mapping[str, str] | None = None, group: str | None = None,
          variables: Sequence[str] | None = None, out_group: str | None = None, png_dir: Any = None,
          nifti_dir: Any = None, progress: bool = True, connect_timeout_s: float = 10.0,
@@ -125,7 +209,8 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
         host, port: the server.
         config: the chain's name (CONFIG_FILE); ignored when ``config_text`` is given.
         config_text: a chain's text (CONFIG_TEXT).
-        settings: gadget properties sent as a TEXT of JSON parameters after the header.
+        settings: gadget properties: written into ``config_text`` when given (module docstring); else sent
+            as a TEXT of JSON parameters after the header and checked in the returned maps.
         connect_timeout_s: for the connection.
         timeout_s: fail when the server sends nothing for this long after the input was sent.
 
@@ -134,16 +219,23 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
         ``gadget_log``: the server's TEXT messages).
 
     Raises:
-        ServerError: the server reported an error; SendError: the exchange failed otherwise;
+        ServerError: the server reported an error; SettingsNotApplied: the server did not apply
+        ``settings`` sent as JSON parameters; SendError: the exchange failed otherwise (also: no image
+        came back for the frames sent); ChainError: ``settings`` cannot be written into ``config_text``;
         the input errors of :func:`drone_gadgets.replay.open_input`.
     """
     import json
 
+    from .chains import apply_properties
     from .mrd import ConfigFile, ConfigText, Header, Text, encode
 
     t0 = time.perf_counter()
     properties = {str(k): str(v) for k, v in (settings or {}).items()}
     parsed = settings_from_properties(properties)  # the properties must at least be known ones
+    if config_text is not None and properties:
+        config_text = apply_properties(config_text, properties)
+        log.info("properties %s written into the chain text", ", ".join(f"{k}={v}" for k, v in properties.items()))
+    as_json = bool(properties) and config_text is None
     source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir,
                         settings=_stream_settings(properties, config_text))
     try:
@@ -158,9 +250,9 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
     t_connect = time.perf_counter()
     stream_start = t_connect
     try:
-        config_message = ConfigText(config_text) if config_text is not None else ConfigFile(config or "drone_images")
+        config_message = ConfigText(config_text) if config_text is not None else ConfigFile(config or DEFAULT_CONFIG)
         preamble: list[Any] = [config_message, Header(source.header)]
-        if properties:
+        if as_json:
             preamble.append(Text(json.dumps({"parameters": properties})))
         sock.sendall(b"".join(encode(m) for m in preamble))
         stream_start = time.perf_counter()
@@ -190,6 +282,12 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
                         f"({receiver.failure!r})")
     if sent < source.n_frames:
         raise SendError(f"the connection ended after {sent} of {source.n_frames} frames were sent")
+    if sent and not receiver.images:
+        said = f"; it said: {' | '.join(t.strip() for t in receiver.texts)[:500]}" if receiver.texts else ""
+        raise SendError(f"the server closed the stream without returning any image for the {sent} frames sent{said}; "
+                        f"nothing was written (its log may say why)")
+    if as_json:
+        check_settings_applied(receiver.images, properties, config or DEFAULT_CONFIG)
     out = write_outputs(receiver.images, out_path, header=source.header, settings=parsed,
                         out_group=out_group or source.group, png_dir=png_dir, nifti_dir=nifti_dir)
     return ReplayResult(source.path, Path(out_path), source.group, out.group, sent, len(receiver.images), out.slices,
@@ -205,17 +303,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="localhost", help="server address (default localhost)")
     parser.add_argument("--port", type=int, default=9002, help="server port (default 9002)")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--config", default="drone_images", metavar="NAME",
-                       help="chain name sent as CONFIG_FILE (default drone_images)")
+    which.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
+                       help=f"chain name sent as CONFIG_FILE (default {DEFAULT_CONFIG}; Gadgetron needs the .xml)")
     which.add_argument("--config-file", type=Path, metavar="PATH",
-                       help="send this chain file's text as CONFIG_TEXT instead")
+                       help="send this chain file's text as CONFIG_TEXT instead (--set values are written into it)")
     parser.add_argument("--group", help="input group (default: the only group holding frames)")
     parser.add_argument("--var", action="append", dest="variables", metavar="NAME",
                         help="image var of the group to send (repeatable; default: all)")
     parser.add_argument("--out-group", help="output group (default: the input group)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="properties",
-                        help="a gadget property sent as JSON parameters (repeatable), e.g. --set maps=t1,t2; "
-                             "--set b1=stream sends the file's B1 map var (series b1_series_index) first")
+                        help="a gadget property (repeatable), e.g. --set maps=t1,t2: written into the --config-file "
+                             "chain; with --config NAME sent as JSON parameters, and the run fails unless the maps "
+                             "report it applied (Gadgetron ignores them); --set b1=stream sends the file's B1 map var "
+                             "(series b1_series_index) first")
     parser.add_argument("--png", type=Path, metavar="DIR", help="write one PNG of the maps per slice into DIR")
     parser.add_argument("--nifti", type=Path, metavar="DIR", help="write one NIfTI file per map into DIR")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S",

@@ -38,6 +38,7 @@ __all__ = [
     "parse_properties",
     "parse_settings",
     "settings_from_properties",
+    "settings_to_properties",
     "settings_table",
     "xml_child",
     "xml_local_name",
@@ -125,15 +126,7 @@ class GadgetSettings:
     def __post_init__(self) -> None:
         # Direct construction is validated like parsed text (each value through its property's parser).
         for prop in PROPERTIES:
-            value = getattr(self, prop.attribute)
-            if prop.attribute == "maps":
-                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                    raise SettingsError(f"property 'maps': expected a tuple of map names, got {value!r}")
-                text = ",".join(value)
-            elif prop.attribute == "frames_per_fingerprint":
-                text = "auto" if value is None else str(value)
-            else:
-                text = str(value)
+            text = _property_text(prop, getattr(self, prop.attribute))
             if prop.attribute not in ("model", "dictionary"):
                 object.__setattr__(self, prop.attribute, prop.parse(prop.name, text))
         used = [(name, self.series_index[name]) for name in self.output_maps]
@@ -145,6 +138,23 @@ class GadgetSettings:
                     f"property '{prop}': {index} is also '{seen[index]}'; the maps need "
                     f"distinct series indices (outputs are stored as image_<image_series_index>)")
             seen[index] = prop
+
+
+def _property_text(prop: "Property", value: Any) -> str:
+    """The ``<property>`` text of a setting's value (what its parser reads back to the same value)."""
+    if prop.attribute == "maps":
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"property 'maps': expected a tuple of map names, got {value!r}")
+        return ",".join(value)
+    if prop.attribute == "frames_per_fingerprint":
+        return "auto" if value is None else str(value)
+    return str(value)
+
+
+def settings_to_properties(settings: GadgetSettings) -> dict[str, str]:
+    """Every property of ``settings`` as ``{name: text}``, in :data:`PROPERTIES` order; the inverse of
+    :func:`settings_from_properties` (``settings_from_properties(settings_to_properties(s)) == s``)."""
+    return {p.name: _property_text(p, getattr(settings, p.attribute)) for p in PROPERTIES}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ yielded before is whole (complete slices, all their maps), nothing after it is p
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Mapping
@@ -52,7 +53,7 @@ from .b1maps import B1File, B1Map, b1_map_from_image, b1_on_frames, open_b1_sour
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
 from .errors import (B1MissingError, DuplicateB1Error, DuplicateFrameError, FrameError, FrameSizeError,
                      IncompleteFingerprintError, NonFiniteFrameError, PendingLimitError)
-from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings
+from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings, settings_to_properties
 
 __all__ = [
     "Frame",
@@ -406,7 +407,15 @@ def _finite_span(values: np.ndarray) -> tuple[float, float]:
     return (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
 
 
-def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "") -> dict[str, str | list[str]]:
+def settings_meta(settings: GadgetSettings) -> str:
+    """The ``DRONE_Settings`` meta value: every property the gadget ran with, as compact JSON
+    ``{"model": "default", …, "maps": "t1,t2,m0", …}`` (:func:`~drone_gadgets.settings.settings_to_properties`).
+    A client reads it to check that the settings it asked for were applied (``drone send --set``)."""
+    return json.dumps(settings_to_properties(settings), separators=(",", ":"))
+
+
+def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
+             settings: GadgetSettings | None = None) -> dict[str, str | list[str]]:
     """Meta attributes of one map image (MRD standard names and Gadgetron's ``GADGETRON_*`` ones).
 
     ``DataRole`` is ``Quantitative`` (pixel values are parametric: not to be rescaled downstream),
@@ -417,6 +426,7 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "")
         data: the map (for M0's window).
         mask: its foreground mask.
         source: free text naming the estimator, stored as ``DRONE_Estimator``.
+        settings: the gadget's settings, stored as ``DRONE_Settings`` (:func:`settings_meta`) when given.
     """
     info = MAP_INFO[name]
     if info.window is not None:
@@ -445,11 +455,13 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "")
         "DRONE_Map": info.label,
         "DRONE_Estimator": source,
         "DRONE_Version": __version__,
+        **({"DRONE_Settings": settings_meta(settings)} if settings is not None else {}),
     }
 
 
 def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
-           series_index: Mapping[str, int] | None = None, source: str = "") -> Iterator[Any]:
+           series_index: Mapping[str, int] | None = None, source: str = "",
+           settings: GadgetSettings | None = None) -> Iterator[Any]:
     """Stage 4: :class:`MapSet` → one float32 ``ismrmrd.Image`` per map (others pass through).
 
     Args:
@@ -458,6 +470,7 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
             estimator estimates B1).
         series_index: ``image_series_index`` per map name (default 100, 101, 102; ``b1`` 104).
         source: estimator description stored in the meta (``DRONE_Estimator``).
+        settings: the gadget's settings, stored in the meta (``DRONE_Settings``) when given.
     """
     series = dict(series_index) if series_index is not None else GadgetSettings().series_index
     series.setdefault("b1", GadgetSettings().b1_map_series_index)
@@ -474,7 +487,8 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
         for name in maps_to_emit:
             data = arrays[name] * np.float32(MAP_INFO[name].scale) if MAP_INFO[name].scale != 1.0 else arrays[name]
             out.append(make_image(data, item.header, image_series_index=series[name], image_index=item.slice + 1,
-                                  meta=map_meta(name, data, item.maps.mask, source=source)))
+                                  meta=map_meta(name, data, item.maps.mask, source=source,
+                                                settings=settings)))
         yield from out
 
 
@@ -514,4 +528,4 @@ def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | No
                          max_pending_bytes=max_pending_bytes)
     stream = maps(stream, estimator, mask_threshold=settings.mask_threshold)
     return images(stream, maps_to_emit=settings.output_maps, series_index=settings.series_index,
-                  source=describe_estimator(estimator))
+                  source=describe_estimator(estimator), settings=settings)
