@@ -215,6 +215,13 @@ def header_xml(schedule: Schedule, *, matrix: tuple[int, int], n_slices: int, fo
             _sub(node, "maximum", ranges[name] - 1)
             _sub(node, "center", 0)
     _sub(enc, "trajectory", "cartesian")
+    schedule_sections(root, schedule, description or "simulated MRF frames")
+    return header_text(root)
+
+
+def schedule_sections(root: ET.Element, schedule: Schedule, description: str) -> None:
+    """Append ``sequenceParameters`` (the schedule's TR, TE, TI and flip angles) and ``userParameters``
+    (``DRONE_schedule``, ``DRONE_schedule_digest``, ``DRONE_description``) to a header ``root``."""
     seq = _sub(root, "sequenceParameters")
     for value in schedule.tr_ms:
         _sub(seq, "TR", float(value))
@@ -226,10 +233,14 @@ def header_xml(schedule: Schedule, *, matrix: tuple[int, int], n_slices: int, fo
     up = _sub(root, "userParameters")
     for name, text in (("DRONE_schedule", json.dumps(schedule.to_dict(), separators=(",", ":"))),
                        ("DRONE_schedule_digest", schedule.digest()),
-                       ("DRONE_description", description or "simulated MRF frames")):
+                       ("DRONE_description", description)):
         node = _sub(up, "userParameterString")
         _sub(node, "name", name)
         _sub(node, "value", text)
+
+
+def header_text(root: ET.Element) -> str:
+    """The XML document of a header ``root`` (indented, with its declaration)."""
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -393,27 +404,60 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
                                    meta=frame_meta)
                 ds.append_image(FRAMES_VAR, image)
         if b1 is not None:
-            for s in range(n_slices):
-                b1_meta = {"DRONE_Map": "B1", "Units": "percent", "DataRole": "Quantitative",
-                           "ImageComments": f"DRONE simulated B1 map (relative B1 x {B1_PERCENT:g}), slice {s}"}
-                ds.append_image(B1_VAR, make_image((b1[s] * B1_PERCENT).astype(np.float32), geometry(s),
-                                                   image_series_index=B1_SERIES_INDEX, image_index=s + 1,
-                                                   meta=b1_meta))
-    if truth_maps:
-        table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
-        with closing(ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True)) as ds:
-            ds.write_xml_header(xml)
-            for key, data in truth_maps.items():
-                series, label, units = TRUTH_SERIES[key]
-                for s in range(n_slices):
-                    meta: dict[str, str] = {"DRONE_Map": label, "Units": units, "DataRole": "Quantitative",
-                                            "ImageComments": f"DRONE simulation truth: {label}"}
-                    if key == "labels" and table:
-                        meta["DRONE_Tissues"] = json.dumps(table)
-                    ds.append_image(key, make_image(data[s], geometry(s), image_series_index=series,
-                                                    image_index=s + 1, meta=meta))
+            for image in b1_map_images(b1, geometry):
+                ds.append_image(B1_VAR, image)
+    write_truth(path, group, xml, truth_maps, geometry, tissues)
     return ScanInfo(path, group, n_frames, n_slices, (ny, nx), n_frames * n_slices, tuple(truth_maps),
                     schedule.digest(), 0 if b1 is None else n_slices)
+
+
+def b1_map_images(b1: np.ndarray, geometry: Any) -> list["ismrmrd.Image"]:
+    """The scan's B1 map as images (``/<group>/image_5``: one per slice, series 5, percent; module docstring).
+
+    Args:
+        b1: relative B1 ``(z, y, x)``.
+        geometry: ``slice → ismrmrd.ImageHeader`` with the slice's geometry.
+    """
+    from .conversion import make_image
+
+    images = []
+    for s in range(b1.shape[0]):
+        meta = {"DRONE_Map": "B1", "Units": "percent", "DataRole": "Quantitative",
+                "ImageComments": f"DRONE simulated B1 map (relative B1 x {B1_PERCENT:g}), slice {s}"}
+        images.append(make_image((b1[s] * B1_PERCENT).astype(np.float32), geometry(s),
+                                 image_series_index=B1_SERIES_INDEX, image_index=s + 1, meta=meta))
+    return images
+
+
+def write_truth(path: str | os.PathLike[str], group: str, xml: bytes | str, truth_maps: Mapping[str, np.ndarray],
+                geometry: Any, tissues: Mapping[int, Sequence[Any]] | None = None) -> None:
+    """Write the true maps to ``/<group>_truth`` of ``path`` (module docstring: series, meta, layout).
+
+    Args:
+        path, group: the file and the scan's group.
+        xml: the scan's header, stored with the truth too.
+        truth_maps: from :func:`_truth_arrays`: ``{"t1", "t2", "m0", "labels", "b1"}`` (any), each ``(z, y, x)``.
+        geometry: ``slice → ismrmrd.ImageHeader`` with the slice's geometry.
+        tissues: label → ``(name, t1_ms, t2_ms, m0)``, into the label map's meta ``DRONE_Tissues``.
+    """
+    if not truth_maps:
+        return
+    import ismrmrd
+
+    from .conversion import make_image
+
+    table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
+    with closing(ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True)) as ds:
+        ds.write_xml_header(xml)
+        for key, data in truth_maps.items():
+            series, label, units = TRUTH_SERIES[key]
+            for s in range(data.shape[0]):
+                meta: dict[str, str] = {"DRONE_Map": label, "Units": units, "DataRole": "Quantitative",
+                                        "ImageComments": f"DRONE simulation truth: {label}"}
+                if key == "labels" and table:
+                    meta["DRONE_Tissues"] = json.dumps(table)
+                ds.append_image(key, make_image(data[s], geometry(s), image_series_index=series,
+                                                image_index=s + 1, meta=meta))
 
 
 def write_phantom_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: Schedule, *,
