@@ -266,7 +266,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _write_parts(path: Path, parts: list[list[ismrmrd.Image]], header: bytes) -> None:
     """Images into vars image_1, image_2, … (sent in that order); a var holds images of one size."""
-    with ismrmrd.Dataset(str(path), "dataset", True) as ds:
+    with contextlib.closing(ismrmrd.Dataset(str(path), "dataset", True)) as ds:
         ds.write_xml_header(header)
         for i, part in enumerate(parts):
             for image in part:
