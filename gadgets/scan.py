@@ -690,6 +690,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-counter", choices=FRAME_COUNTER_FIELDS, default="repetition",
                         help="image header counter holding the frame index (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace OUT.h5 if it exists")
+    raw = parser.add_argument_group("raw k-space (--raw)", "what a scanner sends Gadgetron's GRAPPA EPI chain "
+                                    "(xml_configs/drone_grappa_epi.xml); see drone_gadgets.rawscan")
+    raw.add_argument("--raw", action="store_true",
+                     help="write raw multi-coil EPI acquisitions (noise scan, ACS reference, navigators, GRAPPA-"
+                          "undersampled echo trains) instead of image frames; --noise is then the noise of a "
+                          "lossless fully sampled image, so GRAPPA's noise cost shows in the maps")
+    raw.add_argument("--coils", type=int, default=8, help="receive channels (default %(default)s)")
+    raw.add_argument("--acceleration", type=int, default=2, help="GRAPPA factor R (default %(default)s)")
+    raw.add_argument("--acs-lines", type=int, default=None, help="auto-calibration lines (default 12·R)")
+    raw.add_argument("--ramp-sampling", action="store_true", help="sample on the readout ramps too")
+    raw.add_argument("--ghost-shift", type=float, default=0.2,
+                     help="odd/even echo readout shift, k-space samples (default %(default)s)")
+    raw.add_argument("--ghost-phase", type=float, default=0.1,
+                     help="odd/even echo phase, radians (default %(default)s)")
+    raw.add_argument("--no-noise-scan", action="store_true",
+                     help="leave out the noise scan (a Gadgetron run with --disable_storage fails on one: its "
+                          "NoiseAdjustGadget stores the noise covariance in the storage server)")
+
+
+def _run_raw(args: argparse.Namespace, phantom: "Phantom", schedule: Schedule, b1: Any, b1_text: str) -> int:
+    from .rawscan import RawProtocol, write_raw_scan
+
+    if args.complex or args.frame_counter != "repetition":
+        raise ValueError("--raw: the raw scan numbers its frames by repetition and has no image frames; "
+                         "drop --complex/--frame-counter")
+    protocol = RawProtocol(n_coils=args.coils, acceleration=args.acceleration, calibration_lines=args.acs_lines,
+                           ramp_sampling=args.ramp_sampling, ghost_shift=args.ghost_shift,
+                           ghost_phase_rad=args.ghost_phase, noise_scan=not args.no_noise_scan)
+    info = write_raw_scan(args.out, phantom, schedule, protocol=protocol, noise_level=args.noise, seed=args.seed,
+                          b1=b1, with_truth=not args.no_truth, group=args.group, b1_description=b1_text,
+                          overwrite=args.force)
+    truth = f"; truth {', '.join(info.truth)} in /{info.group}{TRUTH_SUFFIX}" if info.truth else ""
+    b1_note = f"; B1 {b1_text} ({info.b1_images} B1 map images in /{info.group}/{B1_VAR})" if info.b1_images else ""
+    print(f"wrote {info.path}: {phantom.describe()}; {info.n_acquisitions} raw EPI acquisitions in /{info.group} "
+          f"({info.n_frames} frames × {info.n_slices} slices, {info.matrix[0]}×{info.matrix[1]}, {protocol.n_coils} "
+          f"coils, R = {protocol.acceleration}, {info.n_calibration} ACS lines, {info.n_navigators} navigators, "
+          f"{info.n_noise} noise lines, {info.n_samples} samples per readout), schedule {schedule.name!r} (digest "
+          f"{info.schedule_digest}), noise {args.noise:g}{b1_note}{truth}", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -709,6 +748,8 @@ def run(args: argparse.Namespace) -> int:
     if args.noise < 0 or not math.isfinite(args.noise):
         raise ValueError(f"--noise: expected a fraction ≥ 0, got {args.noise}")
     b1, b1_text = phantom_b1(args.b1, phantom, centre=args.b1_centre, edge=args.b1_edge)
+    if args.raw:
+        return _run_raw(args, phantom, schedule, b1, b1_text)
     info = write_phantom_scan(args.out, phantom, schedule, noise_level=args.noise, seed=args.seed, b1=b1,
                               magnitude=not args.complex, with_truth=not args.no_truth, group=args.group,
                               frame_counter=args.frame_counter, b1_description=b1_text, overwrite=args.force)
