@@ -1,0 +1,151 @@
+"""Raw EPI k-space through the real Gadgetron's GRAPPA EPI chain into the DRONE gadget (tests marked ``gadgetron``).
+
+``drone simulate-scan --raw`` writes what a scanner sends (8 coils, GRAPPA R = 2 with a separate ACS
+reference, navigators, reverse lines, an odd/even ghost); Gadgetron's own client sends it through
+``xml_configs/drone_grappa_epi.xml`` (the server of :mod:`gadgetron_server`: ``--disable_storage``, so
+the file has no noise scan — ``NoiseAdjustGadget`` would store its covariance in the storage server);
+the maps that come back are compared with the truth stored beside the acquisitions, and with the images
+path of the same phantom (``drone send`` of image frames to ``drone_images.xml``).
+
+Tolerances:
+
+* per-tissue means within :data:`MEAN_TOLERANCE` (3 %) of the truth at 0.5 % noise — the issue's goal;
+  the 128 × 128 brain slice with one pixel eroded off each tissue (Gadgetron's k-space filter blurs the
+  edges: CSF's T1 is 5× GM's);
+* M0 in Gadgetron's scale (its ``GenericReconImageArrayScalingGadget`` sets one factor for the scan):
+  the ratio map/truth is the same in every tissue within 3 %;
+* GRAPPA's noise cost: the noise sd of the T2 map (sd of map − its noise-free twin) in GM and WM is
+  between 1× and :data:`MAX_NOISE_RATIO` × the images path's — R = 2 costs √2·g (g ≈ 1–1.3 for 8 coils),
+  and T2 noise scales about linearly with image noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gadgetron_server import REPO, GadgetronServer
+
+pytestmark = pytest.mark.gadgetron
+
+MEAN_TOLERANCE = 0.03
+MAX_NOISE_RATIO = 3.0
+NOISE = 0.005
+CHAIN = REPO / "xml_configs" / "drone_grappa_epi.xml"
+TISSUES = {"CSF": 1, "GM": 2, "WM": 3}
+
+
+def _client(server: GadgetronServer) -> Path:
+    return server.exe.parent / "gadgetron_ismrmrd_client"
+
+
+def send_raw(server: GadgetronServer, raw: Path, out: Path, chain: Path = CHAIN, attempts: int = 3) -> None:
+    """``gadgetron_ismrmrd_client -f raw -C chain -o out``; it exits 0 when the chain fails (so the output
+    is checked) and now and then aborts at start-up with "Bad file descriptor" (retried)."""
+    log = ""
+    for _ in range(attempts):
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        proc = subprocess.run([str(_client(server)), "-p", str(server.port), "-f", str(raw), "-C", str(chain),
+                               "-o", str(out), "-G", "out"], capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0 and out.exists():
+            return
+        log = proc.stdout[-2000:] + proc.stderr[-2000:]
+    raise AssertionError(f"gadgetron_ismrmrd_client failed {attempts}×: {log}\nserver log:\n{server.log_tail()}")
+
+
+def read_maps(path: Path, group: str) -> dict[int, np.ndarray]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {s: f[f"{group}/image_{s}/data"][:].reshape(-1, *f[f"{group}/image_{s}/data"].shape[-2:])
+                for s in (100, 101, 102) if f"{group}/image_{s}" in f}
+
+
+def eroded(labels: np.ndarray, label: int) -> np.ndarray:
+    from scipy import ndimage
+
+    return np.stack([ndimage.binary_erosion(labels[s] == label) for s in range(labels.shape[0])])
+
+
+@pytest.fixture(scope="module")
+def phantom_scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from drone_core.phantoms import brain_phantom
+    from drone_core.schedule import default_schedule
+    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+    from drone_gadgets.scan import write_phantom_scan
+
+    folder = tmp_path_factory.mktemp("raw")
+    phantom, schedule = brain_phantom(1, (128, 128)), default_schedule()
+    protocol = RawProtocol(noise_scan=False)
+    paths = {k: folder / f"{k}.h5" for k in ("raw", "raw_clean", "images", "images_clean")}
+    write_raw_scan(paths["raw"], phantom, schedule, protocol=protocol, noise_level=NOISE, seed=3)
+    write_raw_scan(paths["raw_clean"], phantom, schedule, protocol=protocol, with_truth=False)
+    write_phantom_scan(paths["images"], phantom, schedule, noise_level=NOISE, seed=3)
+    write_phantom_scan(paths["images_clean"], phantom, schedule, with_truth=False)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def raw_maps(gadgetron_server: GadgetronServer, phantom_scans: dict[str, Path],
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, np.ndarray]]:
+    folder = tmp_path_factory.mktemp("raw_maps")
+    out = {}
+    for key in ("raw", "raw_clean"):
+        send_raw(gadgetron_server, phantom_scans[key], folder / f"{key}.h5")
+        out[key] = read_maps(folder / f"{key}.h5", "out")
+    return out
+
+
+def test_raw_chain_maps_are_within_3_percent_of_the_truth(phantom_scans, raw_maps) -> None:
+    from drone_gadgets.scan import read_truth
+
+    truth = read_truth(phantom_scans["raw"])
+    maps = raw_maps["raw"]
+    assert sorted(maps) == [100, 101, 102]
+    assert maps[100].shape == truth["t1"].shape == (1, 128, 128)
+    m0_ratio = {}
+    for name, label in TISSUES.items():
+        mask = eroded(truth["labels"], label)
+        assert mask.sum() > 20, name
+        for series, key in ((100, "t1"), (101, "t2")):
+            got, want = float(maps[series][mask].mean()), float(truth[key][mask].mean())
+            assert abs(got / want - 1) < MEAN_TOLERANCE, f"{name} {key}: {got:.1f} ms vs truth {want:.1f} ms"
+        m0_ratio[name] = float((maps[102][mask] / truth["m0"][mask]).mean())
+    spread = max(m0_ratio.values()) / min(m0_ratio.values()) - 1
+    assert spread < MEAN_TOLERANCE, f"M0/truth per tissue: {m0_ratio}"
+    from scipy import ndimage
+
+    # air away from the head (3 pixels: the reconstruction's k-space filter blurs the outline) is masked:
+    # no Nyquist ghost (N/2 shifted copy) survived EPICorr strongly enough to pass the mask
+    air = ~ndimage.binary_dilation(truth["labels"][0] != 0, iterations=3)
+    assert np.count_nonzero(maps[100][0][air]) < 0.005 * air.sum()
+
+
+def test_raw_chain_noise_cost_against_the_images_path(gadgetron_server: GadgetronServer, phantom_scans, raw_maps,
+                                                      tmp_path: Path) -> None:
+    from cli.main import main as drone
+    from drone_gadgets.scan import read_truth
+
+    images = {}
+    for key in ("images", "images_clean"):
+        with contextlib.redirect_stderr(None):
+            rc = drone(["send", str(phantom_scans[key]), str(tmp_path / f"{key}.h5"), "--port",
+                        str(gadgetron_server.port), "--config-file", str(REPO / "xml_configs" / "drone_images.xml"),
+                        "--quiet"])
+        assert rc == 0
+        images[key] = read_maps(tmp_path / f"{key}.h5", "dataset")
+    truth = read_truth(phantom_scans["raw"])
+    for name in ("GM", "WM"):
+        mask = eroded(truth["labels"], TISSUES[name])
+        noise = {}
+        for path, (noisy, clean) in (("raw", (raw_maps["raw"], raw_maps["raw_clean"])),
+                                     ("images", (images["images"], images["images_clean"]))):
+            noise[path] = float((noisy[101][mask] - clean[101][mask]).std() / clean[101][mask].mean())
+        ratio = noise["raw"] / noise["images"]
+        assert 1.0 < ratio < MAX_NOISE_RATIO, f"{name}: T2 noise sd raw {noise['raw']:.4f} vs images " \
+                                              f"{noise['images']:.4f} (ratio {ratio:.2f})"
