@@ -76,8 +76,9 @@ def header_root(header_xml: bytes | str) -> ET.Element:
     except ET.ParseError as exc:
         raise ValueError(f"the ISMRMRD header is not valid XML ({exc})") from None
     if root.tag not in HEADER_ROOTS:
-        tag = root.tag if isinstance(root.tag, str) else repr(root.tag)
-        name = f"<{xml_local_name(tag)}> in namespace {tag[1:].split('}', 1)[0]!r}" if tag.startswith("{") else f"<{tag}>"
+        tag = str(root.tag)
+        namespace, _, local = tag[1:].rpartition("}") if tag.startswith("{") else ("", "", tag)
+        name = f"<{local}> in namespace {namespace!r}" if namespace else f"<{local}>"
         raise ValueError(f"not an ISMRMRD header: its root element is {name}, expected <ismrmrdHeader> in namespace "
                          f"{ISMRMRD_NAMESPACE!r} (or in none)")
     return root
