@@ -25,6 +25,13 @@ Properties (``--set NAME=VALUE``) are never silently dropped:
   logs that TEXT, so the client checks the settings each map image reports (meta ``DRONE_Settings``)
   and fails (:class:`SettingsNotApplied`) when they are not the ones asked for.
 
+Raw data: a file whose group holds acquisitions (``/<group>/data``, e.g. ``drone simulate-scan --raw``
+or a scanner's raw data converted to ISMRMRD) and no image frames is sent as ACQUISITION messages
+(:class:`RawInput`), for a chain that reconstructs them first — ``xml_configs/drone_grappa_epi.xml``:
+``drone send raw.h5 maps.h5 --config-file xml_configs/drone_grappa_epi.xml``. Unlike Gadgetron's own
+``gadgetron_ismrmrd_client`` (which exits 0 whatever the chain did), a failure of the chain ends the
+run with the server's message and a non-zero exit.
+
 Failures: a TEXT reporting an error (``ERROR …``, or Gadgetron's ``[<location>] ERROR: …``,
 :func:`drone_gadgets.mrd.is_error_text`) fails the run with the server's message
 (:class:`ServerError`); so does a CLOSE without any image for the frames sent, or a connection that
@@ -42,12 +49,14 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from dataclasses import dataclass
+
 from .replay import ReplayResult, open_input, parse_property_args, progress_bar, write_outputs
 from .errors import SettingsError
 from .settings import PROPERTIES, GadgetSettings, settings_from_properties
 
-__all__ = ["ServerError", "SendError", "SettingsNotApplied", "send", "add_arguments", "run", "main",
-           "DEFAULT_CONFIG"]
+__all__ = ["RawInput", "open_raw_input", "ServerError", "SendError", "SettingsNotApplied", "send", "add_arguments",
+           "run", "main", "DEFAULT_CONFIG"]
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +204,69 @@ def _stream_settings(properties: Mapping[str, str], config_text: str | None) -> 
     return settings_from_properties(dict(properties))
 
 
+@dataclass
+class RawInput:
+    """The raw acquisitions of an input file, ready to stream (what :func:`open_raw_input` found).
+
+    Attributes:
+        path: the file; group: its group with the acquisitions; n_frames: acquisitions (the count the
+            progress bar and the summary use); header: the ISMRMRD XML header (``/<group>/xml``).
+    """
+
+    path: Path
+    group: str
+    n_frames: int
+    header: bytes
+    n_b1: int = 0
+
+    def images(self) -> Any:
+        """The acquisitions, read lazily in file order."""
+        from .h5io import iter_acquisitions
+
+        return iter_acquisitions(self.path, self.group)
+
+
+def open_raw_input(in_path: str | Path, out_path: str | Path, group: str | None = None) -> RawInput | None:
+    """The raw acquisitions to send, or None when the input holds image frames (sent as images).
+
+    Raw means: ``group`` (or, without it, the file's only group with acquisitions) holds acquisitions and
+    no image var other than B1 maps (which the raw chain cannot take: give them to the gadget with
+    ``b1=file:``).
+
+    Raises:
+        FileNotFoundError: no input; ValueError: ``out_path`` is the input, or a raw group without its
+        ISMRMRD header (a reconstruction chain needs the encoding); H5FormatError: several groups hold
+        acquisitions and no ``group`` was given.
+    """
+    from . import h5io
+
+    src, dst = Path(in_path), Path(out_path)
+    if not src.is_file():
+        raise FileNotFoundError(f"in_path: {str(src)!r} does not exist")
+    raw = h5io.acquisition_groups(src)
+    if group is not None:
+        if group not in raw:
+            return None
+        chosen = group
+    else:
+        if not raw:
+            return None
+        if len(raw) > 1:
+            raise h5io.H5FormatError(f"{str(src)!r} has acquisitions in several groups ({', '.join(raw)}); choose "
+                                     f"one with --group")
+        chosen = next(iter(raw))
+    frames = [v for v in h5io.list_image_vars(src, chosen) if v.name != "image_5"]
+    if frames:
+        return None
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"out_path: {str(dst)!r} is the input file; choose another output file")
+    header = h5io.read_xml_header(src, chosen)
+    if header is None:
+        raise ValueError(f"/{chosen}/xml of {str(src)!r} is missing: raw data needs its ISMRMRD header (the encoding "
+                         f"the reconstruction reads)")
+    return RawInput(src, chosen, raw[chosen], header)
+
+
 def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", port: int = 9002,
          config: str | None = DEFAULT_CONFIG, config_text: str | None = None,
          settings: Mapping[str, str] | None = None, group: str | None = None,
@@ -236,8 +308,19 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
         config_text = apply_properties(config_text, properties)
         log.info("properties %s written into the chain text", ", ".join(f"{k}={v}" for k, v in properties.items()))
     as_json = bool(properties) and config_text is None
-    source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir, nifti_dir=nifti_dir,
-                        settings=_stream_settings(properties, config_text))
+    source: Any = None if variables is not None else open_raw_input(in_path, out_path, group)
+    if source is None:
+        source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir,
+                            nifti_dir=nifti_dir, settings=_stream_settings(properties, config_text))
+    elif png_dir is not None or nifti_dir is not None:
+        from .replay import _require_nibabel
+
+        if png_dir is not None:
+            from .figures import require_matplotlib
+
+            require_matplotlib()
+        if nifti_dir is not None:
+            _require_nibabel()
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout_s)
     except OSError as exc:
@@ -298,7 +381,9 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
 # =========================================================================== command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``drone send``'s arguments to ``parser``."""
-    parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD file with the MRF frames as images")
+    parser.add_argument("input", type=Path, metavar="IN.h5",
+                        help="ISMRMRD file with the MRF frames as images, or raw acquisitions (sent as such, for a "
+                             "chain that reconstructs them, e.g. --config-file xml_configs/drone_grappa_epi.xml)")
     parser.add_argument("output", type=Path, metavar="OUT.h5", help="ISMRMRD file to write the maps to (replaced)")
     parser.add_argument("--host", default="localhost", help="server address (default localhost)")
     parser.add_argument("--port", type=int, default=9002, help="server port (default 9002)")

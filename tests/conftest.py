@@ -17,4 +17,4 @@ settings.load_profile("random" if os.environ.get("DRONE_FUZZ_RANDOM") == "1" els
 
 # The real Gadgetron server of the tests marked `gadgetron` (skipped without one) and the hook that adds
 # its log's tail to a failed test's report.
-from gadgetron_server import gadgetron_server, pytest_runtest_makereport  # noqa: E402,F401
+from gadgetron_server import gadgetron_server, gadgetron_with_storage, pytest_runtest_makereport  # noqa: E402,F401

@@ -34,11 +34,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pytest
 
-__all__ = ["GadgetronServer", "find_gadgetron", "start_gadgetron", "gadgetron_server", "pytest_runtest_makereport",
+__all__ = ["GadgetronServer", "find_gadgetron", "start_gadgetron", "gadgetron_server", "gadgetron_with_storage",
+           "pytest_runtest_makereport",
            "REPO", "SHARED_GADGETRON"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,8 +212,12 @@ class GadgetronServer:
         self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def start_gadgetron(exe: Path, folder: Path, *, chains: Iterable[Path] = (), attempts: int = 3) -> GadgetronServer:
+def start_gadgetron(exe: Path, folder: Path, *, chains: Iterable[Path] = (), attempts: int = 3,
+                    storage_url: str | None = None) -> GadgetronServer:
     """Start ``exe`` on a free port (see the module docstring); wait until the port accepts.
+
+    ``storage_url``: run with ``--storage_address <url>`` (a storage server, e.g. :class:`mrd_storage.StorageServer`)
+    instead of ``--disable_storage true``.
 
     Raises:
         RuntimeError: the server exited or did not accept within :data:`START_TIMEOUT_S` (with its log tail).
@@ -229,8 +234,9 @@ def start_gadgetron(exe: Path, folder: Path, *, chains: Iterable[Path] = (), att
         port = _free_port()
         log_path = folder / f"gadgetron-{attempt}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([str(exe), "-p", str(port), "-G", str(home), "-W", str(workdir),
-                                        "--disable_storage", "true"], stdout=log, stderr=subprocess.STDOUT,
+            storage = ["--disable_storage", "true"] if storage_url is None else ["--storage_address", storage_url]
+            process = subprocess.Popen([str(exe), "-p", str(port), "-G", str(home), "-W", str(workdir), *storage],
+                                       stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env=env, cwd=folder, start_new_session=True)
         server = GadgetronServer(exe, port, home, log_path, process)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -259,6 +265,28 @@ def gadgetron_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gadge
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def gadgetron_with_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GadgetronServer, Any]]:
+    """A second real Gadgetron, run against an in-memory stand-in of the MRD storage server
+    (:class:`mrd_storage.StorageServer`), as a scanner's Gadgetron runs with its storage server:
+    ``NoiseAdjustGadget`` stores a scan's noise covariance there. ``(server, storage)``."""
+    from mrd_storage import StorageServer
+
+    try:
+        exe, where = find_gadgetron()
+    except ValueError as exc:
+        pytest.fail(str(exc))
+    if exe is None:
+        pytest.skip(where)
+    with StorageServer() as storage:
+        server = start_gadgetron(exe, tmp_path_factory.mktemp("gadgetron_storage"),
+                                 chains=sorted((REPO / "xml_configs").glob("*.xml")), storage_url=storage.url)
+        try:
+            yield server, storage
+        finally:
+            server.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

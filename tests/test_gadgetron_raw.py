@@ -43,9 +43,10 @@ def _client(server: GadgetronServer) -> Path:
     return server.exe.parent / "gadgetron_ismrmrd_client"
 
 
-def send_raw(server: GadgetronServer, raw: Path, out: Path, chain: Path = CHAIN, attempts: int = 3) -> None:
-    """``gadgetron_ismrmrd_client -f raw -C chain -o out``; it exits 0 when the chain fails (so the output
-    is checked) and now and then aborts at start-up with "Bad file descriptor" (retried)."""
+def gadgetron_client(server: GadgetronServer, raw: Path, out: Path, chain: Path = CHAIN, attempts: int = 5) -> None:
+    """``gadgetron_ismrmrd_client -f raw -C chain -o out``. It exits 0 when the chain fails (so the output is
+    checked), and now and then aborts at start-up ("write: Bad file descriptor", more often on a loaded
+    machine): retried, and the test skipped when every attempt ends that way."""
     log = ""
     for _ in range(attempts):
         with contextlib.suppress(FileNotFoundError):
@@ -55,7 +56,17 @@ def send_raw(server: GadgetronServer, raw: Path, out: Path, chain: Path = CHAIN,
         if proc.returncode == 0 and out.exists():
             return
         log = proc.stdout[-2000:] + proc.stderr[-2000:]
-    raise AssertionError(f"gadgetron_ismrmrd_client failed {attempts}×: {log}\nserver log:\n{server.log_tail()}")
+        if "Bad file descriptor" not in log:
+            break
+    else:
+        pytest.skip(f"gadgetron_ismrmrd_client aborted at start-up {attempts}× (its known race): {log[-300:]}")
+    raise AssertionError(f"gadgetron_ismrmrd_client failed: {log}\nserver log:\n{server.log_tail()}")
+
+
+def send_raw(server: GadgetronServer, raw: Path, out: Path) -> None:
+    """``drone send raw.h5 out.h5 --config-file drone_grappa_epi.xml``: the acquisitions through the chain."""
+    rc, err = _drone_send(server, raw, out)
+    assert rc == 0, f"{err}\nserver log:\n{server.log_tail()}"
 
 
 def read_maps(path: Path, group: str) -> dict[int, np.ndarray]:
@@ -97,7 +108,7 @@ def raw_maps(gadgetron_server: GadgetronServer, phantom_scans: dict[str, Path],
     out = {}
     for key in ("raw", "raw_clean"):
         send_raw(gadgetron_server, phantom_scans[key], folder / f"{key}.h5")
-        out[key] = read_maps(folder / f"{key}.h5", "out")
+        out[key] = read_maps(folder / f"{key}.h5", "dataset")
     return out
 
 
@@ -149,3 +160,108 @@ def test_raw_chain_noise_cost_against_the_images_path(gadgetron_server: Gadgetro
         ratio = noise["raw"] / noise["images"]
         assert 1.0 < ratio < MAX_NOISE_RATIO, f"{name}: T2 noise sd raw {noise['raw']:.4f} vs images " \
                                               f"{noise['images']:.4f} (ratio {ratio:.2f})"
+
+
+def _sfndam_matrix(blob: bytes) -> tuple[np.ndarray, dict]:
+    """Gadgetron's serialised ``NoiseCovariance`` (``SFNDAM``: version, type, dims, meta length, complex64
+    data, JSON meta), decoded here independently of Gadgetron."""
+    import json
+    import struct
+
+    assert blob[:6] == b"SFNDAM", blob[:10]
+    _, _, ndim = struct.unpack_from("<III", blob, 6)
+    dims = struct.unpack_from(f"<{ndim}Q", blob, 18)
+    offset = 18 + 8 * ndim
+    (meta_len,) = struct.unpack_from("<Q", blob, offset)
+    offset += 8
+    n = int(np.prod(dims))
+    matrix = np.frombuffer(blob, np.complex64, n, offset).reshape(dims[::-1]).T
+    return matrix, json.loads(blob[offset + 8 * n:offset + 8 * n + meta_len])
+
+
+def test_noise_scan_is_used_by_noise_adjust_with_a_storage_server(gadgetron_with_storage, tmp_path: Path) -> None:
+    """With a storage server (as on a scanner), the raw file's noise scan goes to NoiseAdjustGadget: it
+    stores the covariance it measured — 2σ²·Ψ of the simulation, within :data:`COVARIANCE_TOLERANCE` — and
+    prewhitens; the maps stay within 3 % of the truth."""
+    from drone_core.encoding.coils import noise_covariance
+    from drone_core.phantoms import brain_phantom
+    from drone_core.schedule import default_schedule
+    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+    from drone_gadgets.scan import read_truth
+
+    server, storage = gadgetron_with_storage
+    protocol = RawProtocol(noise_lines=64)
+    info = write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (64, 64)), default_schedule(), protocol=protocol,
+                          noise_level=NOISE, seed=5)
+    assert info.n_noise == 64
+    send_raw(server, tmp_path / "raw.h5", tmp_path / "maps.h5")
+    blobs = storage.find(name="noise_covariance")
+    assert len(blobs) == 1, [b.name for b in storage.items]
+    measured, meta = _sfndam_matrix(blobs[0].data)
+    psi = noise_covariance(protocol.n_coils, neighbour_correlation=protocol.neighbour_correlation,
+                           seed=protocol.coil_seed)
+    # Gadgetron accumulates Dᴴ·D (D: samples × channels), i.e. E[conj(n_i)·n_j]: the transpose of
+    # E[n·nᴴ] = 2σ²Ψ, the convention of drone_core.encoding.coils
+    expected = 2 * info.noise_sigma ** 2 * psi.T
+    # 64 lines × 128 samples = 8192 samples per channel: a variance estimate's relative sd is 1/√8192 ≈ 1.1 %;
+    # 5 sd, on the whole matrix (off-diagonal terms relative to the diagonal)
+    scale = np.sqrt(np.outer(np.diag(expected).real, np.diag(expected).real))
+    assert np.abs(measured - expected).max() / scale.max() < 0.055, (np.abs(measured), np.abs(expected))
+    truth, maps = read_truth(tmp_path / "raw.h5"), read_maps(tmp_path / "maps.h5", "dataset")
+    for name in ("GM", "WM"):
+        mask = eroded(truth["labels"], TISSUES[name])
+        for series, key in ((100, "t1"), (101, "t2")):
+            got, want = float(maps[series][mask].mean()), float(truth[key][mask].mean())
+            assert abs(got / want - 1) < MEAN_TOLERANCE, f"{name} {key}: {got:.1f} ms vs truth {want:.1f} ms"
+
+
+def _drone_send(server: GadgetronServer, source: Path, out: Path, *args: str) -> tuple[int, str]:
+    import io
+
+    from cli.main import main as drone
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = drone(["send", str(source), str(out), "--port", str(server.port), "--config-file", str(CHAIN),
+                    "--quiet", *args])
+    return rc, err.getvalue()
+
+
+def test_gadgetrons_own_client_gives_the_same_maps(gadgetron_server: GadgetronServer, phantom_scans, raw_maps,
+                                                   tmp_path: Path) -> None:
+    """The documented command, ``gadgetron_ismrmrd_client -f raw.h5 -C drone_grappa_epi.xml``, gives the maps
+    ``drone send raw.h5`` got, bit for bit (the same acquisitions through the same chain)."""
+    gadgetron_client(gadgetron_server, phantom_scans["raw"], tmp_path / "maps.h5")
+    got = read_maps(tmp_path / "maps.h5", "out")
+    for series in (100, 101, 102):
+        np.testing.assert_array_equal(got[series], raw_maps["raw"][series])
+
+
+def test_a_failing_raw_chain_ends_drone_send_with_the_gadgets_message(gadgetron_server: GadgetronServer,
+                                                                      tmp_path: Path) -> None:
+    """Gadgetron's own client exits 0 when the chain fails; ``drone send`` exits 1 with the gadget's reason
+    and writes nothing — here a raw scan acquired with another schedule than the model's."""
+    import dataclasses
+
+    import h5py
+
+    from drone_core.phantoms import brain_phantom
+    from drone_core.schedule import default_schedule
+    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+
+    schedule = default_schedule()
+    flips = list(schedule.flip_angle_deg)
+    flips[0] += 5.0
+    other = dataclasses.replace(schedule, flip_angle_deg=tuple(flips), name="other")
+    write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (32, 32)), other, protocol=RawProtocol(noise_scan=False))
+    rc, err = _drone_send(gadgetron_server, tmp_path / "raw.h5", tmp_path / "maps.h5")
+    assert rc == 1, err
+    assert "drone send: drone_mrf: schedule mismatch" in err, err
+    assert not (tmp_path / "maps.h5").exists()
+    # Gadgetron's client, on the same file: exit 0 and no maps (what drone send guards against)
+    proc = subprocess.run([str(_client(gadgetron_server)), "-p", str(gadgetron_server.port), "-f",
+                           str(tmp_path / "raw.h5"), "-C", str(CHAIN), "-o", str(tmp_path / "gt.h5"), "-G", "out"],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode == 0:  # (its occasional start-up abort aside)
+        with h5py.File(tmp_path / "gt.h5", "a") as f:
+            assert "out/image_100" not in f
