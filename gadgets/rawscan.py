@@ -319,6 +319,8 @@ class _AcquisitionWriter:
     def add(self, samples: np.ndarray, *, e1: np.ndarray, flags: np.ndarray, slice_: int, repetition: int,
             segment: np.ndarray, position_mm: float, time_stamp: int) -> None:
         """Queue ``(n_lines, n_channels, n_samples)`` samples with their per-line counters and flags."""
+        if self._queued >= _BATCH:  # flush before queuing, so that mark_last always finds the last one queued
+            self.flush()
         n = samples.shape[0]
         head = np.zeros(n, dtype=self._head_dtype)
         head["version"] = 1
@@ -345,8 +347,6 @@ class _AcquisitionWriter:
         head["idx"]["segment"] = segment
         self._pending.append((head, np.ascontiguousarray(samples, dtype=np.complex64)))
         self._queued += n
-        if self._queued >= _BATCH:
-            self.flush()
 
     def mark_last(self, flag: int) -> None:
         """Set ``flag`` on the last queued acquisition."""
