@@ -9,8 +9,9 @@ here is what it inverts):
 * The readout gradient is a trapezoid (ramp up, flat top, ramp down, µs); sample n is taken at the
   *end* of its dwell interval, t_n = acq_delay + (n + 1)·dwell, with the acquisition window centred
   on the lobe (a balanced readout: acq_delay = (ramp_up + flat_top + ramp_down − n·dwell)/2). The
-  k-space position is the gradient's area up to t_n, less half the lobe's area, scaled so that the
-  sampled area equals ``encode_nx``. Without ramp sampling (ramps 0) this is a uniform readout with
+  k-space position is the gradient's area up to t_n, less half the lobe's area, scaled as the
+  reconstruction scales it: the lobe's area less the parts of the ramps outside the window ("read
+  area") spans ``encode_nx`` — the sampled area for the readouts :meth:`EpiReadout.design` makes. Without ramp sampling (ramps 0) this is a uniform readout with
   step ``encode_nx / n_samples`` (0.5 for 2× readout oversampling).
 * Lines of alternate polarity traverse k from +k to −k: a *reverse* line's sample n lies at −k_n.
   The samples are stored in acquisition (time) order; the reconstruction reverses them.
