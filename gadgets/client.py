@@ -373,9 +373,11 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
         check_settings_applied(receiver.images, properties, config or DEFAULT_CONFIG)
     out = write_outputs(receiver.images, out_path, header=source.header, settings=parsed,
                         out_group=out_group or source.group, png_dir=png_dir, nifti_dir=nifti_dir)
-    return ReplayResult(source.path, Path(out_path), source.group, out.group, sent, len(receiver.images), out.slices,
-                        out.series, time.perf_counter() - t0, seconds, time.perf_counter() - stream_start,
-                        out.png_files, out.nifti_files, "\n".join(receiver.texts), source.n_b1)
+    result = ReplayResult(source.path, Path(out_path), source.group, out.group, sent, len(receiver.images),
+                          out.slices, out.series, time.perf_counter() - t0, seconds, time.perf_counter() - stream_start,
+                          out.png_files, out.nifti_files, "\n".join(receiver.texts), source.n_b1,
+                          isinstance(source, RawInput))
+    return result
 
 
 # =========================================================================== command line

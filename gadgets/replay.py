@@ -100,6 +100,7 @@ class ReplayResult:
         png_files, nifti_files: extra outputs.
         gadget_log: the gadget process's stderr.
         b1_images: of the images sent, the B1 map images (``b1=stream``).
+        raw: ``frames`` counts raw acquisitions (``drone send`` of raw data), not images.
     """
 
     in_path: Path
@@ -117,6 +118,7 @@ class ReplayResult:
     nifti_files: list[Path] = field(default_factory=list)
     gadget_log: str = ""
     b1_images: int = 0
+    raw: bool = False
 
     @property
     def slices_per_second(self) -> float:
@@ -127,7 +129,7 @@ class ReplayResult:
         """A one-paragraph report for people."""
         vars_ = ", ".join(f"{name} ({n})" for name, n in self.series.items()) or "no images"
         sent = (f"{self.frames - self.b1_images} frames and {self.b1_images} B1 map images" if self.b1_images
-                else f"{self.frames} frames")
+                else f"{self.frames} raw acquisitions" if self.raw else f"{self.frames} frames")
         lines = [f"replayed {sent} of /{self.group} in {self.in_path}: {self.slices} slice(s) in "
                  f"{self.seconds:.2f} s ({self.slices_per_second:.1f} slices/s; gadget process "
                  f"{self.gadget_seconds:.2f} s, streaming {self.stream_seconds:.2f} s)",
