@@ -249,15 +249,21 @@ def start_gadgetron(exe: Path, folder: Path, *, chains: Iterable[Path] = (), att
     raise RuntimeError(f"{exe} did not start ({attempts} attempts); its log ends:\n{last}")
 
 
-@pytest.fixture(scope="session")
-def gadgetron_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GadgetronServer]:
-    """The real Gadgetron server of the session (skips without one; module docstring)."""
+def _gadgetron_or_skip() -> tuple[Path, str]:
+    """:func:`find_gadgetron`'s server, or the test skipped (none) or failed (a broken ``DRONE_GADGETRON``)."""
     try:
         exe, where = find_gadgetron()
     except ValueError as exc:
         pytest.fail(str(exc))
     if exe is None:
         pytest.skip(where)
+    return exe, where
+
+
+@pytest.fixture(scope="session")
+def gadgetron_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GadgetronServer]:
+    """The real Gadgetron server of the session (skips without one; module docstring)."""
+    exe, where = _gadgetron_or_skip()
     server = start_gadgetron(exe, tmp_path_factory.mktemp("gadgetron"), chains=sorted((REPO / "xml_configs").glob(
         "*.xml")))
     sys.stderr.write(f"\nGadgetron {exe} (from {where}) on port {server.port}, log {server.log_path}\n")
@@ -274,12 +280,7 @@ def gadgetron_with_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ``NoiseAdjustGadget`` stores a scan's noise covariance there. ``(server, storage)``."""
     from mrd_storage import StorageServer
 
-    try:
-        exe, where = find_gadgetron()
-    except ValueError as exc:
-        pytest.fail(str(exc))
-    if exe is None:
-        pytest.skip(where)
+    exe, where = _gadgetron_or_skip()
     with StorageServer() as storage:
         server = start_gadgetron(exe, tmp_path_factory.mktemp("gadgetron_storage"),
                                  chains=sorted((REPO / "xml_configs").glob("*.xml")), storage_url=storage.url)
