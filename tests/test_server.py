@@ -356,6 +356,14 @@ def test_port_probe_is_not_a_failure(server: ReconServer) -> None:
     """A connect-and-close (a health check) is an empty session, not a failed connection."""
     import socket
 
+    def settled() -> bool:  # no connection of an earlier test still in flight (its end would count here)
+        st = server.stats
+        return st.accepted == st.succeeded + st.failed + st.refused_busy
+
+    deadline = time.monotonic() + 20
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert settled(), server.stats
     failed, succeeded = server.stats.failed, server.stats.succeeded
     socket.create_connection(server.address, timeout=5).close()
     deadline = time.monotonic() + 5
