@@ -162,10 +162,11 @@ def choose_group(path: str | os.PathLike[str], group: str | None = None) -> str:
 
     Without ``group``: the only group holding images; if several do, those whose images are all
     DRONE maps (meta ``DRONE_Map``: the ``<group>_truth`` group of ``drone simulate-scan``, the
-    output of a replay) are set aside, and the only one left is chosen.
+    output of a replay) are set aside, and the only one left is chosen. A file whose images are all
+    maps (a replay's output; a raw scan's truth beside its acquisitions) has no frames.
 
     Raises:
-        H5FormatError: ``group`` holds no images, or no group or several groups hold frames.
+        H5FormatError: ``group`` holds no images, or no group or several groups hold frames, or only maps.
     """
     h5io, _ = _stream_modules()
     if group is not None:
@@ -178,8 +179,14 @@ def choose_group(path: str | os.PathLike[str], group: str | None = None) -> str:
         raise h5io.H5FormatError(f"{str(path)!r} holds no images in the ISMRMRD layout "
                                  f"(/<group>/<var>/header, attributes, data); groups: "
                                  f"{', '.join(h5io.list_groups(path)) or 'none'}")
+    frames = {g: v for g, v in found.items() if not _holds_maps_only(Path(path), g, [x.name for x in v])}
+    if not frames:
+        raw = h5io.acquisition_groups(path)
+        hint = (f"; /{', /'.join(raw)} holds raw acquisitions: reconstruct them with Gadgetron first, e.g. "
+                f"`drone send {path} OUT.h5 --config-file xml_configs/drone_grappa_epi.xml`" if raw else "")
+        raise h5io.H5FormatError(f"{str(path)!r} holds no MRF frames: its images ({', '.join('/' + g for g in found)}) "
+                                 f"are all DRONE maps{hint}")
     if len(found) > 1:
-        frames = {g: v for g, v in found.items() if not _holds_maps_only(Path(path), g, [x.name for x in v])}
         if len(frames) == 1:
             return next(iter(frames))
         listing = "; ".join(f"{g} ({', '.join(v.name for v in vars_)})" for g, vars_ in (frames or found).items())

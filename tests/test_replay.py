@@ -397,3 +397,18 @@ def test_nifti_affine_without_geometry() -> None:
     affine, notes = nifti_affine([h])
     assert notes and "identity" in notes[0]
     np.testing.assert_allclose(np.diag(affine), [-2.0, -1.0, 3.0, 1.0])
+
+
+def test_replay_of_a_raw_scan_says_it_needs_a_reconstruction_first(tmp_path) -> None:
+    """A raw scan's only images are its truth maps: replaying them as frames would be nonsense."""
+    from drone_core.phantoms import brain_phantom
+    from drone_core.schedule import default_schedule
+    from drone_gadgets.h5io import H5FormatError
+    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+    from drone_gadgets.replay import replay
+
+    write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (16, 16)), default_schedule(),
+                   protocol=RawProtocol(n_coils=2, acceleration=1, noise_scan=False))
+    with pytest.raises(H5FormatError, match=r"holds no MRF frames.*/dataset holds raw acquisitions.*drone send"):
+        replay(tmp_path / "raw.h5", tmp_path / "maps.h5", progress=False)
+    assert not (tmp_path / "maps.h5").exists()
