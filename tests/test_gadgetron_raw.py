@@ -215,14 +215,14 @@ def test_noise_scan_is_used_by_noise_adjust_with_a_storage_server(gadgetron_with
             assert abs(got / want - 1) < MEAN_TOLERANCE, f"{name} {key}: {got:.1f} ms vs truth {want:.1f} ms"
 
 
-def _drone_send(server: GadgetronServer, source: Path, out: Path, *args: str) -> tuple[int, str]:
+def _drone_send(server: GadgetronServer, source: Path, out: Path, *args: str, chain: Path = CHAIN) -> tuple[int, str]:
     import io
 
     from cli.main import main as drone
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = drone(["send", str(source), str(out), "--port", str(server.port), "--config-file", str(CHAIN),
+        rc = drone(["send", str(source), str(out), "--port", str(server.port), "--config-file", str(chain),
                     "--quiet", *args])
     return rc, err.getvalue()
 
@@ -288,3 +288,37 @@ def test_grappa_r3_and_ramp_sampling_through_the_chain(gadgetron_server: Gadgetr
         for series, key in ((100, "t1"), (101, "t2")):
             got, want = float(maps[series][mask].mean()), float(truth[key][mask].mean())
             assert abs(got / want - 1) < MEAN_TOLERANCE, f"{name} {key}: {got:.1f} ms vs truth {want:.1f} ms"
+
+
+def test_connect_twin_of_the_grappa_chain_gives_the_same_maps(gadgetron_server: GadgetronServer, phantom_scans,
+                                                              raw_maps, tmp_path: Path) -> None:
+    """``drone_grappa_epi_connect.xml``: the Python side started by hand, with the command the file
+    documents (port rewritten to a free one), serves the raw scan's frames; the maps are the plain chain's."""
+    import re
+    import sys
+
+    from gadgetron_server import _free_port
+
+    port = _free_port()
+    text = (REPO / "xml_configs" / "drone_grappa_epi_connect.xml").read_text(encoding="utf-8")
+    assert 'port="18000"' in text
+    chain = tmp_path / "drone_grappa_epi_connect.xml"
+    chain.write_text(text.replace('port="18000"', f'port="{port}"'), encoding="utf-8")
+    documented = re.search(r'python -c "([^"]+)"', text)
+    assert documented, "the file documents the command that starts the Python side"
+    code = documented.group(1).replace("listen(18000,", f"listen({port},")
+    listener = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path)
+    try:
+        rc, err = _drone_send(gadgetron_server, phantom_scans["raw"], tmp_path / "maps.h5", chain=chain)
+        out, listener_err = listener.communicate(timeout=120)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.communicate()
+    assert rc == 0, (err, listener_err)
+    assert listener.returncode == 0 and out == "", listener_err
+    assert "slice 0: maps of" in listener_err  # the gadget's log reaches the terminal it was started in
+    got = read_maps(tmp_path / "maps.h5", "dataset")
+    for series in (100, 101, 102):
+        np.testing.assert_array_equal(got[series], raw_maps["raw"][series])
