@@ -128,8 +128,13 @@ class _Receiver(threading.Thread):
 
 
 def _hint(text: str) -> str:
-    """What a Gadgetron error about its external node means for the user (empty for a gadget's own report)."""
+    """What a Gadgetron error about its external node (or its noise storage) means for the user (empty for a
+    gadget's own report)."""
     lowered = text.lower()
+    if "/noiseadjust]" in lowered and ("store" in lowered or "unknown error" in lowered):
+        return (" (NoiseAdjustGadget keeps the noise scan's covariance in Gadgetron's storage server, and this "
+                "server could not store it: started with --disable_storage true? Send it data without a noise "
+                "scan, e.g. drone simulate-scan --raw --no-noise-scan, or run it with its storage server)")
     if "errors received" in lowered or "/external]" not in lowered:
         return ""
     if "failed to connect" in lowered:

@@ -322,3 +322,19 @@ def test_connect_twin_of_the_grappa_chain_gives_the_same_maps(gadgetron_server: 
     got = read_maps(tmp_path / "maps.h5", "dataset")
     for series in (100, 101, 102):
         np.testing.assert_array_equal(got[series], raw_maps["raw"][series])
+
+
+def test_a_noise_scan_on_a_server_without_storage_fails_with_a_hint(gadgetron_server: GadgetronServer,
+                                                                     tmp_path: Path) -> None:
+    """The tests' plain server runs with ``--disable_storage true``: NoiseAdjustGadget cannot store the noise
+    scan's covariance and the chain fails; ``drone send`` says so and what to do."""
+    from drone_core.phantoms import brain_phantom
+    from drone_core.schedule import default_schedule
+    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+
+    write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (32, 32)), default_schedule(),
+                   protocol=RawProtocol(acceleration=1, noise_lines=8))
+    rc, err = _drone_send(gadgetron_server, tmp_path / "raw.h5", tmp_path / "maps.h5")
+    line = err.strip().splitlines()[-1]
+    assert rc == 1 and line.startswith("drone send: Gadgetron (Connection Main Thread/Stream/NoiseAdjust): "), err
+    assert "--no-noise-scan" in line and not (tmp_path / "maps.h5").exists()
