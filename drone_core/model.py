@@ -14,9 +14,12 @@ Input normalisation (:func:`normalise_fingerprints`): magnitudes (complex input 
 RMS on average — better conditioned for tanh than unit norm). Voxels with zero or non-finite
 signal give NaN estimates.
 
-M0 (:meth:`DroneModel.estimate`): the scale that maps the magnitude atom at the estimate
-(simulated with M0 = 1 by :func:`drone_core.epg.simulate`) onto the measured magnitudes
-(:func:`drone_core.m0.fit_m0`).
+M0 (:meth:`DroneModel.estimate`): with the model's :attr:`~DroneModel.m0_table` (stored in the file
+beside the weights; the shipped model has one), ‖|s|‖ / ‖|a|‖ with the atom's norm ‖|a|‖ at the
+estimate interpolated from the table (:mod:`drone_core.atom_norms`: no simulation per voxel, ~100×
+cheaper, within 0.1–0.3 % of the least-squares scale); without one, the least-squares scale that maps
+the magnitude atom at the estimate (simulated per voxel with M0 = 1 by :func:`drone_core.epg.simulate`)
+onto the measured magnitudes (:func:`drone_core.m0.fit_m0`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from torch import nn
 from ._version import __version__
 from .epg import simulate
 from .hardware import cpu_flags
+from .atom_norms import DEFAULT_SHAPE as DEFAULT_TABLE_SHAPE
+from .atom_norms import TENSOR_KEY as M0_TABLE_KEY
+from .atom_norms import AtomNormTable, norm_ratio_m0
 from .m0 import fit_m0
 from .schedule import Schedule
 
@@ -260,6 +266,9 @@ class DroneModel:
         version: package version that wrote the model.
         b1: how the model uses B1 (:class:`B1Use`): as an input, as an output, or not at all
             (trained at B1 = 1).
+        m0_table: the norms of the schedule's atoms over the model's ranges
+            (:class:`~drone_core.atom_norms.AtomNormTable`), for M0 without a per-voxel simulation
+            (:meth:`estimate`); None: M0 by simulating each voxel's atom (:meth:`with_m0_table` adds one).
     """
 
     network: DroneMLP
@@ -270,6 +279,7 @@ class DroneModel:
     version: str = __version__
     target_transform: str = "linear"
     b1: B1Use = field(default_factory=B1Use)
+    m0_table: AtomNormTable | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.b1, B1Use):
@@ -292,6 +302,9 @@ class DroneModel:
                              f"{self.t1_range_ms}, {self.t2_range_ms}")
         self.t1_range_ms = (float(self.t1_range_ms[0]), float(self.t1_range_ms[1]))
         self.t2_range_ms = (float(self.t2_range_ms[0]), float(self.t2_range_ms[1]))
+        if self.m0_table is not None and self.m0_table.schedule_digest != self.schedule.digest():
+            raise ValueError(f"m0_table: made for schedule digest {self.m0_table.schedule_digest}, the model's is "
+                             f"{self.schedule.digest()}")
         self._fast: dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ------------------------------------------------------------------ basics
@@ -492,6 +505,16 @@ class DroneModel:
             b1_np = np.broadcast_to(raw.astype(np.float64).reshape(-1), t1_np.shape)
         else:
             b1_np = np.ones(t1_np.shape)
+        if self.m0_table is not None:  # M0 = ‖s‖/‖a‖ from the table (drone_core.atom_norms), on the device
+            device = t1.device
+            mags_t = torch.as_tensor(signals, device=device).abs().to(torch.float32)
+            b1_t = (b1_est if b1_est is not None else
+                    torch.from_numpy(np.array(b1_np, dtype=np.float32)).to(device))
+            norms = self.m0_table.norm(torch.nan_to_num(t1, nan=1.0), torch.nan_to_num(t2, nan=1.0),
+                                       torch.nan_to_num(b1_t, nan=1.0))
+            m0_t = torch.where(valid, norm_ratio_m0(mags_t, norms), torch.zeros_like(norms))
+            b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
+            return Estimate(t1_np, t2_np, m0_t.cpu().numpy().astype(np.float32)), b1_out
         mags = np.abs(signals.detach().cpu().numpy() if isinstance(signals, torch.Tensor) else np.asarray(signals))
         m0 = np.zeros(t1_np.shape, dtype=np.float32)
         if valid_np.any():
@@ -502,6 +525,15 @@ class DroneModel:
                                   atoms.astype(np.float32))
         b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
         return Estimate(t1_np, t2_np, m0), b1_out
+
+    def with_m0_table(self, shape: tuple[int, int, int] = DEFAULT_TABLE_SHAPE, *,
+                      n_positions: int = 24) -> "DroneModel":
+        """Build :attr:`m0_table` over the model's T1/T2 (and B1) ranges (seconds: ~10⁵ atoms) and return self."""
+        lo1, lo2 = max(self.t1_range_ms[0], 0.1), max(self.t2_range_ms[0], 0.1)
+        self.m0_table = AtomNormTable.build(self.schedule, (lo1, self.t1_range_ms[1]), (lo2, self.t2_range_ms[1]),
+                                            self.b1.range if (self.b1.input or self.b1.output) else None, shape=shape,
+                                            n_positions=n_positions)
+        return self
 
     # ------------------------------------------------------------------ files
     def metadata(self) -> dict[str, Any]:
@@ -520,6 +552,7 @@ class DroneModel:
             "b1": self.b1.to_dict(),
             "architecture": self.network.architecture(),
             "training": self.training,
+            **({"m0_table": self.m0_table.to_metadata()} if self.m0_table is not None else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -527,6 +560,8 @@ class DroneModel:
         from safetensors.torch import save_file
 
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.network.state_dict().items()}
+        if self.m0_table is not None:
+            state[M0_TABLE_KEY] = torch.from_numpy(self.m0_table.log_norm.copy())
         meta = self.metadata()
         meta["weights_sha256"] = _weights_digest(state)
         save_file(state, str(path), metadata={_META_KEY: json.dumps(meta)})
@@ -571,6 +606,14 @@ class DroneModel:
         schedule = Schedule.from_dict(meta["schedule"])
         if schedule.digest() != meta.get("schedule_digest"):
             raise ValueError(f"{p}: schedule does not match its recorded digest (file tampered or corrupt)")
+        table = None
+        if M0_TABLE_KEY in state or "m0_table" in meta:
+            if M0_TABLE_KEY not in state or "m0_table" not in meta:
+                raise ValueError(f"{p}: the M0 table's values and its description must both be there")
+            try:
+                table = AtomNormTable.from_file_parts(meta["m0_table"], state.pop(M0_TABLE_KEY))
+            except ValueError as exc:
+                raise ValueError(f"{p}: {exc}") from None
         network = DroneMLP.from_architecture(meta["architecture"])
         try:
             network.load_state_dict(state, strict=True)
@@ -578,7 +621,7 @@ class DroneModel:
             raise ValueError(f"{p}: weights do not fit the recorded architecture ({exc})") from exc
         model = cls(network, schedule, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]),
                     meta.get("training", {}), meta.get("drone_version", "unknown"),
-                    meta.get("target", {}).get("transform", "linear"), B1Use.from_dict(meta.get("b1")))
+                    meta.get("target", {}).get("transform", "linear"), B1Use.from_dict(meta.get("b1")), table)
         return model.to(device)
 
 
