@@ -1,0 +1,119 @@
+"""Architecture study helper: a candidate model against the shipped one — accuracy goals and CPU time, one run.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_architecture.py runs/h64/model.safetensors [more.safetensors ...] \
+        [--threads 2] [--json OUT]
+
+For the shipped model and each candidate (float32/bf16 as ``predict`` picks, CPU):
+
+* noise-free paper grid at B1 = 1 (79,900 atoms with the slice profile): RMSE T1/T2 (goal ≤ 9.3 / 8.8 ms);
+* 0.5 % noise on the same atoms (``drone_core.noise.add_noise``, seed 1): RMSE T1/T2 (goal: within 3 % of
+  the shipped model's, measured here in the same run);
+* WM/GM/CSF at B1 0.70:0.05:1.30 given as a map value, noise-free: worst |error| T1/T2 (goal 2 % / 3 %);
+* the ISMRM/NIST spheres with T2 ≥ 30 ms (both arrays, B1 = 1, noise-free): worst |error| (goal 5 %);
+* a 128 × 128 slice: ``predict`` and the full ``reconstruct`` (M0 table, every voxel), median of 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+GOALS = {"rmse_t1_ms": 9.3, "rmse_t2_ms": 8.8, "noisy_within": 0.03, "tissue_t1_pct": 2.0, "tissue_t2_pct": 3.0,
+         "nist_pct": 5.0}
+TISSUES = {"WM": (663.0, 83.0), "GM": (1110.0, 96.0), "CSF": (3799.0, 870.0)}
+
+
+def evaluate(model: Any, paper: Any, noisy: np.ndarray, repeats: int = 20) -> dict[str, Any]:
+    from drone_core.epg import simulate
+    from drone_core.metrics import rmse
+    from drone_core.phantoms import NIST_EXCLUDE_T2_BELOW_MS, NIST_T1_ARRAY, NIST_T2_ARRAY
+    from drone_core.reconstruct import reconstruct
+
+    ones = np.ones(len(paper))
+    out: dict[str, Any] = {"architecture": model.network.architecture(),
+                           "parameters": sum(p.numel() for p in model.network.parameters())}
+    t1, t2 = model.predict(np.abs(paper.atoms), ones)
+    out["rmse_noise_free_ms"] = [float(rmse(paper.t1_ms, t1)), float(rmse(paper.t2_ms, t2))]
+    t1, t2 = model.predict(noisy, ones)
+    out["rmse_0.5pct_ms"] = [float(rmse(paper.t1_ms, t1)), float(rmse(paper.t2_ms, t2))]
+    b1 = np.round(np.arange(0.70, 1.3001, 0.05), 3)
+    worst = [0.0, 0.0]
+    for t1_ms, t2_ms in TISSUES.values():
+        sig = np.abs(np.asarray(simulate(model.schedule, np.full(b1.size, t1_ms), np.full(b1.size, t2_ms), b1,
+                                         dtype=torch.float64)))
+        e1, e2 = model.predict(sig, b1)
+        worst = [max(worst[0], float(np.abs(e1 / t1_ms - 1).max() * 100)),
+                 max(worst[1], float(np.abs(e2 / t2_ms - 1).max() * 100))]
+    out["tissue_worst_pct"] = worst
+    spheres = [(t1_ms, t2_ms) for table in (NIST_T1_ARRAY, NIST_T2_ARRAY) for t1_ms, t2_ms in table.values()
+               if t2_ms >= NIST_EXCLUDE_T2_BELOW_MS]
+    st1, st2 = (np.array(v) for v in zip(*spheres))
+    sig = np.abs(np.asarray(simulate(model.schedule, st1, st2, dtype=torch.float64)))
+    e1, e2 = model.predict(sig, np.ones(st1.size))
+    out["nist_worst_pct"] = float(max(np.abs(e1 / st1 - 1).max(), np.abs(e2 / st2 - 1).max()) * 100)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(paper), 128 * 128, replace=False)
+    slice_sig = noisy[pick].astype(np.float32)
+    frames = np.ascontiguousarray(slice_sig.T.reshape(-1, 128, 128))
+    b1_map = np.ones((128, 128))
+    for name, fn in (("predict_ms", lambda: model.predict(slice_sig, np.ones(pick.size))),
+                     ("reconstruct_ms", lambda: reconstruct(frames, model, mask_threshold=0, b1=b1_map))):
+        for _ in range(3):
+            fn()
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t)
+        out[name] = statistics.median(runs) * 1e3
+    out["training_seconds"] = model.training.get("seconds")
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", type=Path)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from drone_core.dictionary import Dictionary, paper_grid
+    from drone_core.model import DroneModel, default_model
+    from drone_core.noise import add_noise
+    from drone_core.schedule import default_schedule
+
+    paper = Dictionary.generate(default_schedule(), *paper_grid())
+    noisy = add_noise(torch.from_numpy(paper.atoms), 0.005, generator=torch.Generator().manual_seed(1)).numpy()
+    rows = {"shipped": evaluate(default_model(), paper, noisy)}
+    for path in args.models:
+        model = DroneModel.load(path)
+        if model.m0_table is None:
+            model.with_m0_table()
+        rows[str(path)] = evaluate(model, paper, noisy)
+    ref = rows["shipped"]["rmse_0.5pct_ms"]
+    for row in rows.values():
+        noisy_ok = all(r <= (1 + GOALS["noisy_within"]) * s for r, s in zip(row["rmse_0.5pct_ms"], ref))
+        row["meets_goals"] = bool(row["rmse_noise_free_ms"][0] <= GOALS["rmse_t1_ms"]
+                                  and row["rmse_noise_free_ms"][1] <= GOALS["rmse_t2_ms"] and noisy_ok
+                                  and row["tissue_worst_pct"][0] <= GOALS["tissue_t1_pct"]
+                                  and row["tissue_worst_pct"][1] <= GOALS["tissue_t2_pct"]
+                                  and row["nist_worst_pct"] <= GOALS["nist_pct"])
+    text = json.dumps({"goals": GOALS, "threads": torch.get_num_threads(), "models": rows}, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
