@@ -144,14 +144,15 @@ class AtomNormTable:
         else:
             b = torch.as_tensor(b1, dtype=torch.float32, device=t1.device).expand_as(t1)
         ib, fb = position(b, self.b1_range[0], self.b1_range[1], nb)
-        out = torch.zeros_like(t1)
-        for db in ((0, 1) if nb > 1 else (0,)):
-            wb = fb if db else 1 - fb
-            for d1 in (0, 1):
-                w1 = f1 if d1 else 1 - f1
-                for d2 in (0, 1):
-                    w2 = f2 if d2 else 1 - f2
-                    out = out + wb * w1 * w2 * table[ib + db, i1 + d1, i2 + d2]
+        flat = table.reshape(-1)
+        base = (ib * n1 + i1) * n2 + i2  # one gather per corner on the flattened table
+        g1, g2 = 1 - f1, 1 - f2
+        out = (g1 * (g2 * flat[base] + f2 * flat[base + 1])
+               + f1 * (g2 * flat[base + n2] + f2 * flat[base + n2 + 1]))
+        if nb > 1:
+            up = base + n1 * n2
+            out = (1 - fb) * out + fb * (g1 * (g2 * flat[up] + f2 * flat[up + 1])
+                                         + f1 * (g2 * flat[up + n2] + f2 * flat[up + n2 + 1]))
         return out.exp()
 
     # ------------------------------------------------------------------ files
