@@ -12,7 +12,8 @@ For the shipped model and each candidate (float32/bf16 as ``predict`` picks, CPU
   the shipped model's, measured here in the same run);
 * WM/GM/CSF at B1 0.70:0.05:1.30 given as a map value, noise-free: worst |error| T1/T2 (goal 2 % / 3 %);
 * the ISMRM/NIST spheres with T2 ≥ 30 ms (both arrays, B1 = 1, noise-free): worst |error| (goal 5 %);
-* a 128 × 128 slice: ``predict`` and the full ``reconstruct`` (M0 table, every voxel), median of 20.
+* a 128 × 128 slice: ``predict`` (``precision="auto"``, and ``"fp32"``) and the full ``reconstruct`` (M0 table,
+  every voxel), median of 20.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def evaluate(model: Any, paper: Any, noisy: np.ndarray, repeats: int = 20) -> di
     frames = np.ascontiguousarray(slice_sig.T.reshape(-1, 128, 128))
     b1_map = np.ones((128, 128))
     for name, fn in (("predict_ms", lambda: model.predict(slice_sig, np.ones(pick.size))),
+                     ("predict_fp32_ms", lambda: model.predict(slice_sig, np.ones(pick.size), precision="fp32")),
                      ("reconstruct_ms", lambda: reconstruct(frames, model, mask_threshold=0, b1=b1_map))):
         for _ in range(3):
             fn()
