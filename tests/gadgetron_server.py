@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator
 import pytest
 
 __all__ = ["GadgetronServer", "find_gadgetron", "start_gadgetron", "gadgetron_server", "gadgetron_with_storage",
+           "ListenerRun", "with_connect_listener",
            "pytest_runtest_makereport",
            "REPO", "SHARED_GADGETRON"]
 
@@ -247,6 +248,45 @@ def start_gadgetron(exe: Path, folder: Path, *, chains: Iterable[Path] = (), att
         last = server.log_tail(30)
         server.stop()
     raise RuntimeError(f"{exe} did not start ({attempts} attempts); its log ends:\n{last}")
+
+
+@dataclass
+class ListenerRun:
+    """What :func:`with_connect_listener` saw: the send's result, the rewritten chain, the documented command
+    (its port rewritten), and the listener's stdout, stderr and exit status."""
+
+    result: Any
+    chain: Path
+    command: str
+    stdout: str
+    stderr: str
+    returncode: int | None
+
+
+def with_connect_listener(chain_name: str, folder: Path, send: Any, timeout_s: float = 120.0) -> ListenerRun:
+    """Run a ``<connect>`` chain as its comment says: start the Python side with the ``python -c "…"`` command
+    the chain file documents, on a free port (the file's 18000 rewritten, in the chain and the command), call
+    ``send(chain_path)``, then collect the listener (it serves one scan and exits)."""
+    import re
+
+    port = _free_port()
+    text = (REPO / "xml_configs" / chain_name).read_text(encoding="utf-8")
+    assert 'port="18000"' in text, chain_name
+    chain = folder / chain_name
+    chain.write_text(text.replace('port="18000"', f'port="{port}"'), encoding="utf-8")
+    documented = re.search(r'python -c "([^"]+)"', text)
+    assert documented, f"{chain_name} documents the command that starts the Python side"
+    code = documented.group(1).replace("listen(18000,", f"listen({port},")
+    listener = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=folder)
+    try:
+        result = send(chain)
+        out, err = listener.communicate(timeout=timeout_s)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            out, err = listener.communicate()
+    return ListenerRun(result, chain, documented.group(1), out, err, listener.returncode)
 
 
 def _gadgetron_or_skip() -> tuple[Path, str]:

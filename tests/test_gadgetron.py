@@ -25,7 +25,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -443,28 +442,17 @@ def test_killing_the_gadgets_process_mid_scan_fails_the_client_at_once(
 @pytest.mark.gadgetron
 def test_connect_twin_gives_replays_maps_and_a_clear_error_when_nothing_listens(
         gadgetron_server: GadgetronServer, scans, replayed, tmp_path: Path) -> None:
-    from gadgetron_server import _free_port
+    from gadgetron_server import with_connect_listener
 
-    port = _free_port()
-    chain = tmp_path / "drone_images_connect.xml"
-    text = (CHAINS / "drone_images_connect.xml").read_text()
-    assert 'port="18000"' in text
-    chain.write_text(text.replace('port="18000"', f'port="{port}"'))
+    run = with_connect_listener("drone_images_connect.xml", tmp_path, lambda chain: _send(
+        gadgetron_server, scans["good"], tmp_path / "maps.h5", "--config-file", str(chain)), timeout_s=60)
     # the command the file documents (its log, INFO, goes to the process's stderr: "your terminal")
-    documented = re.search(r'python -c "([^"]+)"', text)
-    assert documented and "logging.basicConfig(level=logging.INFO)" in documented.group(1)
-    code = documented.group(1).replace("listen(18000,", f"listen({port},")
-    listener = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=tmp_path)
-    try:
-        rc, err, _ = _send(gadgetron_server, scans["good"], tmp_path / "maps.h5", "--config-file", str(chain))
-        out, listener_err = listener.communicate(timeout=60)
-    finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.communicate()
+    assert "logging.basicConfig(level=logging.INFO)" in run.command
+    rc, err, _ = run.result
+    chain, listener_err = run.chain, run.stderr
+    port = int(chain.read_text().split('port="', 1)[1].split('"', 1)[0])
     assert rc == 0, (err, listener_err)
-    assert listener.returncode == 0 and out == "", listener_err
+    assert run.returncode == 0 and run.stdout == "", listener_err
     assert "drone_mrf: done, 6 message(s) sent" in listener_err
     _assert_same_maps(tmp_path / "maps.h5", replayed)
     # nothing listening: Gadgetron retries ≈ 18 s, then reports it

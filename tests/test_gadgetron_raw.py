@@ -294,31 +294,14 @@ def test_connect_twin_of_the_grappa_chain_gives_the_same_maps(gadgetron_server: 
                                                               raw_maps, tmp_path: Path) -> None:
     """``drone_grappa_epi_connect.xml``: the Python side started by hand, with the command the file
     documents (port rewritten to a free one), serves the raw scan's frames; the maps are the plain chain's."""
-    import re
-    import sys
+    from gadgetron_server import with_connect_listener
 
-    from gadgetron_server import _free_port
-
-    port = _free_port()
-    text = (REPO / "xml_configs" / "drone_grappa_epi_connect.xml").read_text(encoding="utf-8")
-    assert 'port="18000"' in text
-    chain = tmp_path / "drone_grappa_epi_connect.xml"
-    chain.write_text(text.replace('port="18000"', f'port="{port}"'), encoding="utf-8")
-    documented = re.search(r'python -c "([^"]+)"', text)
-    assert documented, "the file documents the command that starts the Python side"
-    code = documented.group(1).replace("listen(18000,", f"listen({port},")
-    listener = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=tmp_path)
-    try:
-        rc, err = _drone_send(gadgetron_server, phantom_scans["raw"], tmp_path / "maps.h5", chain=chain)
-        out, listener_err = listener.communicate(timeout=120)
-    finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.communicate()
-    assert rc == 0, (err, listener_err)
-    assert listener.returncode == 0 and out == "", listener_err
-    assert "slice 0: maps of" in listener_err  # the gadget's log reaches the terminal it was started in
+    run = with_connect_listener("drone_grappa_epi_connect.xml", tmp_path, lambda chain: _drone_send(
+        gadgetron_server, phantom_scans["raw"], tmp_path / "maps.h5", chain=chain))
+    rc, err = run.result
+    assert rc == 0, (err, run.stderr)
+    assert run.returncode == 0 and run.stdout == "", run.stderr
+    assert "slice 0: maps of" in run.stderr  # the gadget's log reaches the terminal it was started in
     got = read_maps(tmp_path / "maps.h5", "dataset")
     for series in (100, 101, 102):
         np.testing.assert_array_equal(got[series], raw_maps["raw"][series])
