@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from timing import runs
 
 GOALS = {"rmse_t1_ms": 9.3, "rmse_t2_ms": 8.8, "noisy_within": 0.03, "tissue_t1_pct": 2.0, "tissue_t2_pct": 3.0,
          "nist_pct": 5.0}
@@ -69,14 +69,7 @@ def evaluate(model: Any, paper: Any, noisy: np.ndarray, repeats: int = 20) -> di
     for name, fn in (("predict_ms", lambda: model.predict(slice_sig, np.ones(pick.size))),
                      ("predict_fp32_ms", lambda: model.predict(slice_sig, np.ones(pick.size), precision="fp32")),
                      ("reconstruct_ms", lambda: reconstruct(frames, model, mask_threshold=0, b1=b1_map))):
-        for _ in range(3):
-            fn()
-        runs = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - t)
-        out[name] = statistics.median(runs) * 1e3
+        out[name] = statistics.median(runs(fn, repeats, warmup=3)) * 1e3
     out["training_seconds"] = model.training.get("seconds")
     return out
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from typing import Callable
 
 import numpy as np
@@ -26,17 +25,12 @@ from drone_core.metrics import rmse
 from drone_core.model import default_model
 from drone_core.noise import add_noise
 from drone_core.schedule import default_schedule
+from timing import runs
 
 
 def _time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs), min(runs)
+    times = runs(fn, repeats, warmup)
+    return statistics.median(times), min(times)
 
 
 def main() -> None:

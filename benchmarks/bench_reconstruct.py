@@ -31,17 +31,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+from timing import runs
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
+    return statistics.median(runs(fn, repeats, warmup))
 
 
 def main() -> int:
