@@ -81,16 +81,24 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` → ``"bf16"`` where bfloat16 is native (CUDA with bf16, CPUs with AVX512-BF16/AMX),
-    else ``"fp32"``; ``"fp32"``/``"bf16"`` are returned unchanged."""
+#: On a CPU, ``"auto"`` picks bf16 only for networks at least this wide: below, the bf16 conversions and
+#: tanh cost more than the smaller GEMMs save (128 × 128 slice, 2 threads: 256 wide bf16 22 ms / fp32
+#: 27 ms; 96 wide bf16 8.0 ms / fp32 4.7 ms; docs/MODEL.md, "Architecture study").
+CPU_BF16_MIN_WIDTH = 192
+
+
+def resolve_precision(precision: str, device: torch.device, width: int | None = None) -> str:
+    """``"auto"`` → ``"bf16"`` where bfloat16 is native (CUDA with bf16; CPUs with AVX512-BF16/AMX for a
+    network whose widest hidden layer, ``width``, is at least :data:`CPU_BF16_MIN_WIDTH`), else ``"fp32"``;
+    ``"fp32"``/``"bf16"`` are returned unchanged."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
+    wide = width is None or width >= CPU_BF16_MIN_WIDTH
+    return "bf16" if cpu_has_fast_bf16() and wide else "fp32"
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -453,7 +461,8 @@ class DroneModel:
 
     def _predict_tensors(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int,
                          precision: Precision) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        precision = resolve_precision(precision, self.device)  # type: ignore[assignment]
+        precision = resolve_precision(precision, self.device,  # type: ignore[assignment]
+                                      max(self.network.architecture()["hidden"], default=0))
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         x, valid = normalise_fingerprints(signals, self.n_frames, device=self.device)

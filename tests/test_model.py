@@ -93,6 +93,9 @@ def test_fast_path_matches_module(model: DroneModel, signals: np.ndarray) -> Non
 def test_auto_precision_follows_hardware() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    # bf16 pays on a CPU only for wide networks (CPU_BF16_MIN_WIDTH): a 96-wide one runs fp32
+    assert resolve_precision("auto", cpu, 256) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("auto", cpu, 96) == "fp32" and resolve_precision("bf16", cpu, 96) == "bf16"
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", cpu)
