@@ -293,7 +293,8 @@ def test_grappa_r3_and_ramp_sampling_through_the_chain(gadgetron_server: Gadgetr
 def test_connect_twin_of_the_grappa_chain_gives_the_same_maps(gadgetron_server: GadgetronServer, phantom_scans,
                                                               raw_maps, tmp_path: Path) -> None:
     """``drone_grappa_epi_connect.xml``: the Python side started by hand, with the command the file
-    documents (port rewritten to a free one), serves the raw scan's frames; the maps are the plain chain's."""
+    documents (port rewritten to a free one), serves the raw scan's frames; the maps are the plain chain's
+    (to float rounding)."""
     from gadgetron_server import with_connect_listener
 
     run = with_connect_listener("drone_grappa_epi_connect.xml", tmp_path, lambda chain: _drone_send(
@@ -304,7 +305,10 @@ def test_connect_twin_of_the_grappa_chain_gives_the_same_maps(gadgetron_server: 
     assert "slice 0: maps of" in run.stderr  # the gadget's log reaches the terminal it was started in
     got = read_maps(tmp_path / "maps.h5", "dataset")
     for series in (100, 101, 102):
-        np.testing.assert_array_equal(got[series], raw_maps["raw"][series])
+        # the same frames through the same network, but in a process started elsewhere (its own environment:
+        # another thread split of the float32/bf16 reductions): equal to float rounding, 1e-4 relative
+        # (seen: 1.2e-5), where a wrong frame, slice or setting would be off by percents
+        np.testing.assert_allclose(got[series], raw_maps["raw"][series], rtol=1e-4, atol=1e-3)
 
 
 def test_a_noise_scan_on_a_server_without_storage_fails_with_a_hint(gadgetron_server: GadgetronServer,
