@@ -231,23 +231,23 @@ class RawInput:
         return iter_acquisitions(self.path, self.group)
 
 
-def open_raw_input(in_path: str | Path, out_path: str | Path, group: str | None = None) -> RawInput | None:
+def open_raw_input(in_path: str | Path, out_path: str | Path, group: str | None = None, *, png_dir: Any = None,
+                   nifti_dir: Any = None) -> RawInput | None:
     """The raw acquisitions to send, or None when the input holds image frames (sent as images).
 
     Raw means: ``group`` (or, without it, the file's only group with acquisitions) holds acquisitions and
-    no image var other than B1 maps (which the raw chain cannot take: give them to the gadget with
-    ``b1=file:``).
+    no image var other than DRONE maps — B1 maps, which the raw chain cannot take (give them to the gadget
+    with ``b1=file:``).
 
     Raises:
-        FileNotFoundError: no input; ValueError: ``out_path`` is the input, or a raw group without its
+        the path errors of :func:`drone_gadgets.replay.check_paths`; ValueError: a raw group without its
         ISMRMRD header (a reconstruction chain needs the encoding); H5FormatError: several groups hold
         acquisitions and no ``group`` was given.
     """
     from . import h5io
+    from .replay import _holds_maps_only, check_paths
 
-    src, dst = Path(in_path), Path(out_path)
-    if not src.is_file():
-        raise FileNotFoundError(f"in_path: {str(src)!r} does not exist")
+    src, _ = check_paths(in_path, out_path, png_dir=png_dir, nifti_dir=nifti_dir)
     raw = h5io.acquisition_groups(src)
     if group is not None:
         if group not in raw:
@@ -260,11 +260,9 @@ def open_raw_input(in_path: str | Path, out_path: str | Path, group: str | None 
             raise h5io.H5FormatError(f"{str(src)!r} has acquisitions in several groups ({', '.join(raw)}); choose "
                                      f"one with --group")
         chosen = next(iter(raw))
-    frames = [v for v in h5io.list_image_vars(src, chosen) if v.name != "image_5"]
-    if frames:
+    names = [v.name for v in h5io.list_image_vars(src, chosen)]
+    if names and not _holds_maps_only(src, chosen, names):
         return None
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"out_path: {str(dst)!r} is the input file; choose another output file")
     header = h5io.read_xml_header(src, chosen)
     if header is None:
         raise ValueError(f"/{chosen}/xml of {str(src)!r} is missing: raw data needs its ISMRMRD header (the encoding "
@@ -313,19 +311,11 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
         config_text = apply_properties(config_text, properties)
         log.info("properties %s written into the chain text", ", ".join(f"{k}={v}" for k, v in properties.items()))
     as_json = bool(properties) and config_text is None
-    source: Any = None if variables is not None else open_raw_input(in_path, out_path, group)
+    source: Any = None if variables is not None else open_raw_input(in_path, out_path, group, png_dir=png_dir,
+                                                                    nifti_dir=nifti_dir)
     if source is None:
         source = open_input(in_path, out_path, group=group, variables=variables, png_dir=png_dir,
                             nifti_dir=nifti_dir, settings=_stream_settings(properties, config_text))
-    elif png_dir is not None or nifti_dir is not None:
-        from .replay import _require_nibabel
-
-        if png_dir is not None:
-            from .figures import require_matplotlib
-
-            require_matplotlib()
-        if nifti_dir is not None:
-            _require_nibabel()
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout_s)
     except OSError as exc:

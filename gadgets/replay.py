@@ -500,6 +500,29 @@ def _order_b1(path: Path, group: str, names: list[str], settings: GadgetSettings
     return [n for n in names if n not in skipped], [], skipped
 
 
+def check_paths(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, png_dir: Any = None,
+                nifti_dir: Any = None) -> tuple[Path, Path]:
+    """``(input, output)`` paths, checked: the input exists, the output is not the input, and the optional
+    PNG/NIfTI outputs' libraries are installed.
+
+    Raises:
+        FileNotFoundError: no input; ValueError: ``out_path`` is ``in_path``; ImportError: PNG/NIfTI output
+        without matplotlib/nibabel.
+    """
+    src, dst = Path(in_path), Path(out_path)
+    if not src.is_file():
+        raise FileNotFoundError(f"in_path: {str(src)!r} does not exist")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"out_path: {str(dst)!r} is the input file; choose another output file")
+    if png_dir is not None:
+        from .figures import require_matplotlib
+
+        require_matplotlib()
+    if nifti_dir is not None:
+        _require_nibabel()
+    return src, dst
+
+
 def open_input(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, group: str | None = None,
                variables: Sequence[str] | None = None, png_dir: Any = None, nifti_dir: Any = None,
                settings: GadgetSettings | None = None) -> InputScan:
@@ -513,17 +536,7 @@ def open_input(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str]
         is ``in_path``; ImportError: PNG/NIfTI output without matplotlib/nibabel.
     """
     h5io, _ = _stream_modules()
-    src, dst = Path(in_path), Path(out_path)
-    if not src.is_file():
-        raise FileNotFoundError(f"in_path: {str(src)!r} does not exist")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"out_path: {str(dst)!r} is the input file; choose another output file")
-    if png_dir is not None:
-        from .figures import require_matplotlib
-
-        require_matplotlib()
-    if nifti_dir is not None:
-        _require_nibabel()
+    src, _ = check_paths(in_path, out_path, png_dir=png_dir, nifti_dir=nifti_dir)
     group = choose_group(src, group)
     names = [v.name for v in h5io.list_image_vars(src, group)] if variables is None else list(variables)
     if variables is not None:
