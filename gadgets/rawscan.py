@@ -313,6 +313,9 @@ class _AcquisitionWriter:
                                                                     dtype=self._dtype, chunks=(256,))
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_channels, self.n_samples, self.dwell_us = int(n_channels), int(n_samples), float(dwell_us)
+        self._channel_mask = np.zeros(16, dtype=np.uint64)  # every channel active
+        for c in range(self.n_channels):
+            self._channel_mask[c // 64] |= np.uint64(1) << np.uint64(c % 64)
         self.count = 0
         self._queued = 0
 
@@ -331,10 +334,7 @@ class _AcquisitionWriter:
         head["number_of_samples"] = self.n_samples
         head["available_channels"] = self.n_channels
         head["active_channels"] = self.n_channels
-        mask = np.zeros(16, dtype=np.uint64)
-        for c in range(self.n_channels):
-            mask[c // 64] |= np.uint64(1) << np.uint64(c % 64)
-        head["channel_mask"] = mask
+        head["channel_mask"] = self._channel_mask
         head["center_sample"] = self.n_samples // 2
         head["sample_time_us"] = self.dwell_us
         head["position"] = (0.0, 0.0, position_mm)
@@ -452,8 +452,14 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
     reference = m0 * (peak / m0.max()) if m0.max() > 0 else m0
     rev, nav, cal = _flag("REVERSE"), _flag("PHASECORR_DATA"), _flag("PARALLEL_CALIBRATION")
 
-    def acquire(image: np.ndarray, rows: np.ndarray, reverse: np.ndarray) -> np.ndarray:
-        data = encode_lines(phase_encode(sens * image[None].astype(np.complex64)), rows, reverse, readout, ghost)
+    nav_flags = np.where(nav_reverse, nav | rev, nav).astype(np.uint64)
+
+    def coil_hybrid(image: np.ndarray) -> np.ndarray:
+        """The coils' view of one image, phase-encoded once for all its lines (navigators included)."""
+        return phase_encode(sens * image[None].astype(np.complex64))
+
+    def acquire(hybrid: np.ndarray, rows: np.ndarray, reverse: np.ndarray) -> np.ndarray:
+        data = encode_lines(hybrid, rows, reverse, readout, ghost)
         if sigma > 0:
             data = data + correlated_noise(rng, psi, (rows.size, readout.n_samples), sigma).transpose(1, 0, 2)
         return data
@@ -474,25 +480,27 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
             for s in range(n_slices):
                 stamp = int(round(t_ms / TIME_STAMP_TICK_MS))
                 if r == 0 and acs.size:
-                    writer.add(acquire(reference[s], nav_rows, nav_reverse), e1=nav_rows,
-                               flags=np.where(nav_reverse, nav | rev, nav).astype(np.uint64), slice_=s, repetition=0,
-                               segment=nav_reverse.astype(np.intp), position_mm=positions[s], time_stamp=stamp)
-                    writer.add(acquire(reference[s], acs, acs_reverse), e1=acs,
+                    ref_hybrid = coil_hybrid(reference[s])
+                    writer.add(acquire(ref_hybrid, nav_rows, nav_reverse), e1=nav_rows, flags=nav_flags, slice_=s,
+                               repetition=0, segment=nav_reverse.astype(np.intp), position_mm=positions[s],
+                               time_stamp=stamp)
+                    writer.add(acquire(ref_hybrid, acs, acs_reverse), e1=acs,
                                flags=np.where(acs_reverse, cal | rev, cal).astype(np.uint64), slice_=s,
                                repetition=0, segment=acs_reverse.astype(np.intp), position_mm=positions[s],
                                time_stamp=stamp)
                     n_nav += nav_rows.size
                     n_cal += acs.size
-                writer.add(acquire(frames[r, s], nav_rows, nav_reverse), e1=nav_rows,
-                           flags=np.where(nav_reverse, nav | rev, nav).astype(np.uint64), slice_=s, repetition=r,
-                           segment=nav_reverse.astype(np.intp), position_mm=positions[s], time_stamp=stamp)
+                frame_hybrid = coil_hybrid(frames[r, s])
+                writer.add(acquire(frame_hybrid, nav_rows, nav_reverse), e1=nav_rows, flags=nav_flags, slice_=s,
+                           repetition=r, segment=nav_reverse.astype(np.intp), position_mm=positions[s],
+                           time_stamp=stamp)
                 n_nav += nav_rows.size
                 flags = np.where(line_reverse, rev, 0).astype(np.uint64)
                 flags[0] |= np.uint64(_flag("FIRST_IN_SLICE"))
                 flags[-1] |= np.uint64(_flag("LAST_IN_SLICE"))
                 if s == n_slices - 1:
                     flags[-1] |= np.uint64(_flag("LAST_IN_REPETITION"))
-                writer.add(acquire(frames[r, s], lines, line_reverse), e1=lines, flags=flags, slice_=s, repetition=r,
+                writer.add(acquire(frame_hybrid, lines, line_reverse), e1=lines, flags=flags, slice_=s, repetition=r,
                            segment=line_reverse.astype(np.intp), position_mm=positions[s], time_stamp=stamp)
             t_ms += float(schedule.tr_ms[r])
         writer.mark_last(_flag("LAST_IN_MEASUREMENT"))
