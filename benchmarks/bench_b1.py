@@ -78,6 +78,7 @@ from drone_core.excitation import DEFAULT_N_POSITIONS
 from drone_core.hardware import cpu_model
 from drone_core.matching import Matcher
 from drone_core.model import DroneMLP, DroneModel, default_model
+from timing import runs
 from drone_core.noise import add_noise
 from drone_core.phantoms import brain_phantom
 from drone_core.schedule import Schedule, default_schedule
@@ -112,14 +113,8 @@ def load_average() -> list[float] | None:
 
 def time_fn(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
     """``warmup`` untimed calls, then ``repeats`` timed ones (``time.perf_counter``); median and min seconds."""
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(runs), "min_s": min(runs), "runs_s": runs}
+    times = runs(fn, repeats, warmup)
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs_s": times}
 
 
 def paper_like_grid(quick: bool, b1: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

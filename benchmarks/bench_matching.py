@@ -59,6 +59,7 @@ from drone_core.hardware import cpu_model
 from drone_core.matching import DEFAULT_CPU_CHUNKS, MIN_CPU_GEMM_WIDTH, Matcher
 from drone_core.noise import add_noise
 from drone_core.schedule import default_schedule
+from timing import runs
 
 #: Seeds of the slice signals, the accuracy subset and its noise.
 SLICE_SEED = 20240613
@@ -86,13 +87,8 @@ def noisy(atoms: np.ndarray, rng: np.random.Generator, noise: float = NOISE) -> 
 
 def time_fn(fn: Callable[[], Any], repeats: int) -> dict[str, Any]:
     """One warm-up call, then ``repeats`` timed calls (``time.perf_counter``)."""
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(runs), "min_s": min(runs), "runs_s": runs}
+    times = runs(fn, repeats, warmup=1)
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs_s": times}
 
 
 def plain_gemm_cases(n_vox: int, n_atoms: int, width: int, repeats: int) -> dict[str, Any]:

@@ -521,9 +521,16 @@ class DroneModel:
                     torch.from_numpy(np.array(b1_np, dtype=np.float32)).to(device))
             norms = self.m0_table.norm(torch.nan_to_num(t1, nan=1.0), torch.nan_to_num(t2, nan=1.0),
                                        torch.nan_to_num(b1_t, nan=1.0))
-            m0_t = torch.where(valid, norm_ratio_m0(mags_t, norms), torch.zeros_like(norms))
-            b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
-            return Estimate(t1_np, t2_np, m0_t.cpu().numpy().astype(np.float32)), b1_out
+            m0 = torch.where(valid, norm_ratio_m0(mags_t, norms), torch.zeros_like(norms)).cpu().numpy()
+            m0 = m0.astype(np.float32)
+        else:  # M0 by the least-squares scale of each voxel's simulated atom
+            m0 = self._fitted_m0(signals, t1_np, t2_np, b1_np, valid_np)
+        b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
+        return Estimate(t1_np, t2_np, m0), b1_out
+
+    def _fitted_m0(self, signals: np.ndarray | torch.Tensor, t1_np: np.ndarray, t2_np: np.ndarray,
+                   b1_np: np.ndarray, valid_np: np.ndarray) -> np.ndarray:
+        """``(n,)`` float32 M0: :func:`fit_m0` against the atom simulated at each valid voxel's estimate."""
         mags = np.abs(signals.detach().cpu().numpy() if isinstance(signals, torch.Tensor) else np.asarray(signals))
         m0 = np.zeros(t1_np.shape, dtype=np.float32)
         if valid_np.any():
@@ -532,8 +539,7 @@ class DroneModel:
                                     b1_np[valid_np], n_positions=M0_N_POSITIONS))
             m0[valid_np] = fit_m0(np.where(np.isfinite(mags[valid_np]), mags[valid_np], 0).astype(np.float32),
                                   atoms.astype(np.float32))
-        b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
-        return Estimate(t1_np, t2_np, m0), b1_out
+        return m0
 
     def with_m0_table(self, shape: tuple[int, int, int] = DEFAULT_TABLE_SHAPE, *,
                       n_positions: int = 24) -> "DroneModel":
