@@ -74,28 +74,76 @@ def evaluate(model: Any, paper: Any, noisy: np.ndarray, repeats: int = 20) -> di
     return out
 
 
+def label(name: str, row: dict[str, Any]) -> str:
+    """A short label: the architecture (and the candidate folder's name when it says more)."""
+    arch = row["architecture"]
+    text = f"{arch['hidden'][0]}×{len(arch['hidden'])} {arch['activation']}"
+    folder = Path(name).parent.name
+    extra = [part for part in folder.split("_")[2:]] if "_" in folder else []
+    return " ".join([text, *extra]) if name != "reference" else f"{text} (reference)"
+
+
+def plot_pareto(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """Excess 0.5 % RMSE over the reference (T1, T2) against reconstruct time and training time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, xlabel in ((axes[0], "reconstruct_ms", "reconstruct, 128 × 128 slice, every voxel (ms)"),
+                            (axes[1], "training_seconds", "training, epochs only (s)")):
+        points = [(row[key], max(row["rmse_0.5pct_vs_reference_pct"]), row["meets_goals"], label(name, row))
+                  for name, row in rows.items() if row.get(key)]
+        for x, y, ok, text in points:
+            ax.scatter(x, y, marker="o" if ok else "x", color="tab:green" if ok else "tab:red", s=40)
+            ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front, best = [], float("inf")
+        for x, y, ok, _ in sorted(points):
+            if ok and y < best:
+                front.append((x, y))
+                best = y
+        if front:
+            ax.step(*zip(*front), where="post", color="tab:green", alpha=0.5, label="Pareto front (goals met)")
+            ax.legend(fontsize=8)
+        ax.axhline(100 * GOALS["noisy_within"], color="grey", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("worse of T1/T2: RMSE at 0.5 % noise over the reference (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Architecture study: o = every accuracy goal met, x = a goal missed; dashed: the 3 % bound")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", type=Path)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--reference", type=Path,
+                   help="the model whose 0.5 %% RMSE the others must stay within 3 %% of (default: the shipped one)")
+    p.add_argument("--plot", type=Path, help="write the Pareto plot (accuracy against time) to this PNG")
     p.add_argument("--json")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     from drone_core.dictionary import Dictionary, paper_grid
+    from drone_core.hardware import keep_freed_memory
     from drone_core.model import DroneModel, default_model
     from drone_core.noise import add_noise
     from drone_core.schedule import default_schedule
 
+    keep_freed_memory()
     paper = Dictionary.generate(default_schedule(), *paper_grid())
     noisy = add_noise(torch.from_numpy(paper.atoms), 0.005, generator=torch.Generator().manual_seed(1)).numpy()
-    rows = {"shipped": evaluate(default_model(), paper, noisy)}
+    reference = default_model() if args.reference is None else DroneModel.load(args.reference)
+    rows = {"reference": evaluate(reference, paper, noisy)}
     for path in args.models:
         model = DroneModel.load(path)
         if model.m0_table is None:
             model.with_m0_table()
         rows[str(path)] = evaluate(model, paper, noisy)
-    ref = rows["shipped"]["rmse_0.5pct_ms"]
+    ref = rows["reference"]["rmse_0.5pct_ms"]
     for row in rows.values():
         noisy_ok = all(r <= (1 + GOALS["noisy_within"]) * s for r, s in zip(row["rmse_0.5pct_ms"], ref))
         row["meets_goals"] = bool(row["rmse_noise_free_ms"][0] <= GOALS["rmse_t1_ms"]
@@ -103,8 +151,11 @@ def main() -> int:
                                   and row["tissue_worst_pct"][0] <= GOALS["tissue_t1_pct"]
                                   and row["tissue_worst_pct"][1] <= GOALS["tissue_t2_pct"]
                                   and row["nist_worst_pct"] <= GOALS["nist_pct"])
+        row["rmse_0.5pct_vs_reference_pct"] = [100 * (r / s - 1) for r, s in zip(row["rmse_0.5pct_ms"], ref)]
     text = json.dumps({"goals": GOALS, "threads": torch.get_num_threads(), "models": rows}, indent=2)
     print(text)
+    if args.plot:
+        plot_pareto(rows, args.plot)
     if args.json:
         Path(args.json).write_text(text + "\n", encoding="utf-8")
     return 0

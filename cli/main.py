@@ -331,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "missing", None):
         print(args.missing, file=sys.stderr)
         return 2
+    from drone_core.hardware import keep_freed_memory
+
+    keep_freed_memory()  # every command reconstructs, trains or simulates: reuse freed blocks (drone_core.hardware)
     try:
         return func(args)
     except (ValueError, TypeError, OSError) as exc:

@@ -125,35 +125,40 @@ class AtomNormTable:
         """
         t1 = torch.as_tensor(t1_ms, dtype=torch.float32)
         t2 = torch.as_tensor(t2_ms, dtype=torch.float32, device=t1.device)
-        table = torch.as_tensor(self.log_norm, device=t1.device)
-        nb, n1, n2 = table.shape
+        flat = self._flat(t1.device)
+        nb, n1, n2 = self.log_norm.shape
 
         def position(values: torch.Tensor, lo: float, hi: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """Lower node index (as float) and the fraction towards the next node, clamped to the grid."""
             if n == 1:
-                return torch.zeros_like(values, dtype=torch.long), torch.zeros_like(values)
-            u = ((values - lo) / (hi - lo) * (n - 1)).clamp(0, n - 1)
-            i = u.floor().clamp(max=n - 2).long()
-            return i, u - i
+                return torch.zeros_like(values), torch.zeros_like(values)
+            u = (values - lo).mul_((n - 1) / (hi - lo)).clamp_(0, n - 1)
+            i = u.floor().clamp_(max=n - 2)
+            return i, u.sub_(i)
 
-        i1, f1 = position(torch.log(t1.clamp(min=1e-6)), math.log(self.t1_range_ms[0]),
-                          math.log(self.t1_range_ms[1]), n1)
-        i2, f2 = position(torch.log(t2.clamp(min=1e-6)), math.log(self.t2_range_ms[0]),
-                          math.log(self.t2_range_ms[1]), n2)
-        if b1 is None:
-            b = torch.ones_like(t1)
-        else:
-            b = torch.as_tensor(b1, dtype=torch.float32, device=t1.device).expand_as(t1)
-        ib, fb = position(b, self.b1_range[0], self.b1_range[1], nb)
-        flat = table.reshape(-1)
-        base = (ib * n1 + i1) * n2 + i2  # one gather per corner on the flattened table
-        g1, g2 = 1 - f1, 1 - f2
-        out = (g1 * (g2 * flat[base] + f2 * flat[base + 1])
-               + f1 * (g2 * flat[base + n2] + f2 * flat[base + n2 + 1]))
+        i1, f1 = position(t1.clamp(min=1e-6).log_(), *map(math.log, self.t1_range_ms), n1)
+        i2, f2 = position(t2.clamp(min=1e-6).log_(), *map(math.log, self.t2_range_ms), n2)
+        b = torch.ones_like(t1) if b1 is None else torch.as_tensor(b1, dtype=torch.float32,
+                                                                    device=t1.device).expand_as(t1)
+        ib, fb = position(b, *self.b1_range, nb)
+        base = ((ib * n1 + i1) * n2 + i2).long()  # one gather per corner on the flattened table
+
+        def bilinear(corner: torch.Tensor) -> torch.Tensor:
+            low = torch.lerp(flat.take(corner), flat.take(corner + 1), f2)
+            return torch.lerp(low, torch.lerp(flat.take(corner + n2), flat.take(corner + n2 + 1), f2), f1)
+
+        out = bilinear(base)
         if nb > 1:
-            up = base + n1 * n2
-            out = (1 - fb) * out + fb * (g1 * (g2 * flat[up] + f2 * flat[up + 1])
-                                         + f1 * (g2 * flat[up + n2] + f2 * flat[up + n2 + 1]))
-        return out.exp()
+            out = torch.lerp(out, bilinear(base + n1 * n2), fb)
+        return out.exp_()
+
+    def _flat(self, device: torch.device) -> torch.Tensor:
+        """The float32 table, flattened, on ``device`` (kept per device)."""
+        cache: dict[str, torch.Tensor] = self.__dict__.setdefault("_flat_tables", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = torch.as_tensor(self.log_norm, dtype=torch.float32, device=device).reshape(-1).contiguous()
+        return cache[key]
 
     # ------------------------------------------------------------------ files
     def to_metadata(self) -> dict[str, Any]:

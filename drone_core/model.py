@@ -42,7 +42,7 @@ from .epg import simulate
 from .hardware import cpu_flags
 from .atom_norms import DEFAULT_SHAPE as DEFAULT_TABLE_SHAPE
 from .atom_norms import TENSOR_KEY as M0_TABLE_KEY
-from .atom_norms import AtomNormTable, norm_ratio_m0
+from .atom_norms import AtomNormTable
 from .m0 import fit_m0
 from .schedule import Schedule
 
@@ -73,6 +73,9 @@ M0_N_POSITIONS = 12
 TARGET_TRANSFORMS = ("linear", "log")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 Precision = Literal["auto", "fp32", "bf16"]
+#: Pre-activation of the extra unit that carries each hidden layer's bias input (:meth:`DroneModel._layers`):
+#: 1 gives 0.76 (tanh), 1 (ReLU), 0.73 (SiLU), 0.84 (GELU) — well away from 0 for every activation.
+_BIAS_PRE_ACTIVATION = 1.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,13 +182,25 @@ def normalise_fingerprints(signals: np.ndarray | torch.Tensor, n_frames: int | N
         ``(x, valid)``: ``x`` ``(n, n_frames)`` = ``|s|/‖s‖₂·√n_frames`` (zeros where invalid) and
         ``valid`` ``(n,)`` bool, False where the signal is all zero or not finite.
     """
+    x, valid, _ = _normalised(signals, n_frames, device=device, dtype=dtype)
+    return x, valid
+
+
+def _normalised(signals: np.ndarray | torch.Tensor, n_frames: int | None = None, *,
+                device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`normalise_fingerprints` and the ``(n,)`` norms ‖|s|‖₂ it divided by (NaN/inf/0 where invalid).
+
+    ``width``: the returned ``x`` has this many columns (≥ n_frames), the fingerprint in the first
+    ones and the rest left for the caller to fill (uninitialised).
+    """
     if isinstance(signals, torch.Tensor):
         t = signals.detach()
     else:
         arr = np.asarray(signals)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"signals: expected a numeric array, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(arr if all(v >= 0 for v in arr.strides) else np.ascontiguousarray(arr))
     if t.ndim != 2:
         raise ValueError(f"signals: expected shape (n, n_frames), got {tuple(t.shape)}")
     if n_frames is not None and t.shape[1] != n_frames:
@@ -198,9 +213,13 @@ def normalise_fingerprints(signals: np.ndarray | torch.Tensor, n_frames: int | N
     norm = torch.linalg.vector_norm(mag, dim=1)
     valid = torch.isfinite(norm) & (norm > 0)
     scale = torch.where(valid, math.sqrt(mag.shape[1]) / norm, torch.zeros_like(norm))
-    # Invalid rows have scale 0: finite samples become 0, inf·0 and NaN become NaN → set to 0.
-    x = mag.abs().mul_(scale[:, None]).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    return x, valid
+    x = torch.empty((mag.shape[0], mag.shape[1] if width is None else width), dtype=dtype, device=dev)
+    # |s|·scale: the norm of a real signal is its magnitude's, so the sign is dropped on the output in place.
+    head = torch.mul(mag, scale[:, None], out=x[:, :mag.shape[1]]).abs_()
+    if not bool(valid.all()):
+        # Invalid rows have scale 0: finite samples became 0, but inf·0 and NaN are NaN → 0.
+        head[~valid] = 0.0
+    return x, valid, norm
 
 
 @dataclass(frozen=True)
@@ -370,36 +389,61 @@ class DroneModel:
                 f"{self.schedule.name!r} ({self.schedule.n_frames} frames, digest {self.schedule.digest()})")
 
     # ------------------------------------------------------------------ inference
-    def _layers(self, precision: Precision) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _layers(self, precision: Precision) -> list[torch.Tensor]:
+        """The network's layers with their biases folded in, for :meth:`_forward_fast` (kept per device and
+        precision).
+
+        Layer i becomes one matrix ``(in_i + 1, out_i + 1)`` (the last: ``(in + 1, n_outputs)``): its input
+        carries a constant column (1 for the network's input; for a hidden layer the activation of
+        :data:`_BIAS_PRE_ACTIVATION`, produced by the extra output column of the layer before), the matrix's
+        last row is the bias divided by that constant, and its last column feeds the next constant. Each
+        layer is then a single GEMM: no separate pass over the activations to add the bias.
+        """
         key = (str(self.device), precision)
         if key not in self._fast:
-            dt = torch.bfloat16 if precision == "bf16" else torch.float32
             linears = [m for m in self.network.layers if isinstance(m, nn.Linear)]
-            self._fast[key] = [(m.weight.detach().t().contiguous().to(dt), m.bias.detach().to(dt)) for m in linears]
+            hidden_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            c = torch.tensor(_BIAS_PRE_ACTIVATION, dtype=hidden_dtype)
+            constant = float(_activate(c.clone(), self.network.activation).float())  # a hidden layer's extra input
+            mats, carried = [], 1.0  # the constant column of the current layer's input
+            for i, m in enumerate(linears):
+                w = m.weight.detach().float().t()  # (in, out)
+                rows = torch.cat([w, (m.bias.detach().float() / carried)[None, :]], dim=0)  # (in + 1, out)
+                last = i == len(linears) - 1
+                if not last:
+                    feed = torch.zeros((rows.shape[0], 1), dtype=rows.dtype, device=rows.device)
+                    feed[-1, 0] = _BIAS_PRE_ACTIVATION / carried
+                    rows = torch.cat([rows, feed], dim=1)
+                    carried = constant
+                dt = torch.float32 if i == 0 or last else hidden_dtype
+                mats.append(rows.to(dt).contiguous())
+            self._fast[key] = mats
         return self._fast[key]
 
     def _forward_fast(self, x: torch.Tensor, precision: Precision) -> torch.Tensor:
-        """The network's forward pass with fused in-place activations (inference only).
+        """The network's forward pass, one GEMM and one in-place activation per layer (inference only).
 
-        bf16: the first and the output layer run in fp32 (the inputs carry the signal's precision,
-        the outputs the estimates') and the hidden layers in bfloat16 (8-bit mantissa;
-        AVX512-BF16/AMX or tensor cores make it ~3× faster).
+        Args:
+            x: ``(n, n_inputs + 1)`` float32: the network's inputs and a last column of ones (the bias,
+                :meth:`_layers`).
+            precision: ``"fp32"`` or ``"bf16"``: the first and the output layer run in fp32 (the inputs carry
+                the signal's precision, the outputs the estimates') and the hidden layers in bfloat16
+                (8-bit mantissa; AVX512-BF16/AMX or tensor cores make it ~3× faster).
+
+        Returns:
+            ``(n, n_outputs)`` float32 in [0, 1].
         """
         layers = self._layers(precision)
-        fp32 = self._layers("fp32") if precision == "bf16" else layers
         act = self.network.activation
-        h = torch.addmm(fp32[0][1], x, fp32[0][0])
+        h = torch.mm(x, layers[0])
         if precision == "bf16":
             h = h.to(torch.bfloat16)
-        for w, b in layers[1:-1]:
-            h = _activate(h, act)
-            h = torch.addmm(b, h, w)
-        if len(layers) > 1:
-            # The output layer in fp32: a bf16 pre-sigmoid value would quantise T1/T2 in steps of
-            # ~0.7 % (measured on the shipped model), a third of the accuracy budget.
-            h = _activate(h, act).float()
-            h = torch.addmm(fp32[-1][1], h, fp32[-1][0])
-        return torch.sigmoid(h.float())
+        for w in layers[1:-1]:
+            h = torch.mm(_activate(h, act), w)
+        # The output layer in fp32: a bf16 pre-sigmoid value would quantise T1/T2 in steps of
+        # ~0.7 % (measured on the shipped model), a third of the accuracy budget.
+        h = torch.mm(_activate(h, act).float(), layers[-1])
+        return torch.sigmoid_(h)
 
     @torch.inference_mode()
     def predict(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int = 65536,
@@ -419,7 +463,7 @@ class DroneModel:
         Returns:
             ``(t1_ms, t2_ms)`` float32 numpy arrays ``(n,)``; NaN where the signal is zero/not finite.
         """
-        t1, t2, _, _ = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
+        t1, t2, _, _, _ = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
         return t1.cpu().numpy(), t2.cpu().numpy()
 
     @torch.inference_mode()
@@ -432,7 +476,7 @@ class DroneModel:
         """
         if not self.b1.output:
             raise ValueError("this model does not estimate B1 (b1.output is False); give a B1 map instead")
-        t1, t2, b1, _ = self._predict_tensors(signals, None, batch_size=batch_size, precision=precision)
+        t1, t2, b1, _, _ = self._predict_tensors(signals, None, batch_size=batch_size, precision=precision)
         assert b1 is not None
         return t1.cpu().numpy(), t2.cpu().numpy(), b1.cpu().numpy()
 
@@ -460,23 +504,28 @@ class DroneModel:
         return feature, in_range
 
     def _predict_tensors(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int,
-                         precision: Precision) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                         precision: Precision
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(t1_ms, t2_ms, b1 or None, valid, input norms)``, ``(n,)`` tensors on the model's device."""
         precision = resolve_precision(precision, self.device,  # type: ignore[assignment]
                                       max(self.network.architecture()["hidden"], default=0))
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-        x, valid = normalise_fingerprints(signals, self.n_frames, device=self.device)
+        n_in = self.n_frames + self.network.n_extra_inputs
+        # The network's input row: the normalised fingerprint, the B1 feature, and 1 (the bias, _forward_fast).
+        x, valid, norm = _normalised(signals, self.n_frames, device=self.device, width=n_in + 1)
         feature, in_range = self._b1_input(b1, x.shape[0])
         if feature is not None and in_range is not None:
-            x = torch.cat([x, feature.to(x.dtype)], dim=1)
+            x[:, self.n_frames:n_in] = feature
             valid = valid & in_range
+        x[:, n_in] = 1.0
         self.network.eval()
         outs = [self._forward_fast(x[i:i + batch_size], precision) for i in range(0, x.shape[0], batch_size)]
         y = torch.cat(outs) if outs else torch.zeros((0, self.network.n_outputs), device=self.device)
         t1, t2 = self.unit_to_ms(y)
         nan = torch.full_like(t1, float("nan"))
         b1_est = torch.where(valid, self.unit_to_b1(y), nan) if self.b1.output else None
-        return torch.where(valid, t1, nan), torch.where(valid, t2, nan), b1_est, valid
+        return torch.where(valid, t1, nan), torch.where(valid, t2, nan), b1_est, valid, norm
 
     def estimate(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int = 65536,
                  precision: Precision = "auto") -> Estimate:
@@ -505,26 +554,32 @@ class DroneModel:
     def _estimate(self, signals: np.ndarray | torch.Tensor, b1: Any, *, batch_size: int,
                   precision: Precision) -> tuple[Estimate, np.ndarray | None]:
         with torch.inference_mode():
-            t1, t2, b1_est, valid = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
-        t1_np, t2_np, valid_np = t1.cpu().numpy(), t2.cpu().numpy(), valid.cpu().numpy()
-        if b1_est is not None:
-            b1_np = b1_est.cpu().numpy().astype(np.float64)
-        elif b1 is not None:
-            raw = b1.detach().cpu().numpy() if isinstance(b1, torch.Tensor) else np.asarray(b1)
-            b1_np = np.broadcast_to(raw.astype(np.float64).reshape(-1), t1_np.shape)
-        else:
-            b1_np = np.ones(t1_np.shape)
-        if self.m0_table is not None:  # M0 = ‖s‖/‖a‖ from the table (drone_core.atom_norms), on the device
-            device = t1.device
-            mags_t = torch.as_tensor(signals, device=device).abs().to(torch.float32)
-            b1_t = (b1_est if b1_est is not None else
-                    torch.from_numpy(np.array(b1_np, dtype=np.float32)).to(device))
-            norms = self.m0_table.norm(torch.nan_to_num(t1, nan=1.0), torch.nan_to_num(t2, nan=1.0),
-                                       torch.nan_to_num(b1_t, nan=1.0))
-            m0 = torch.where(valid, norm_ratio_m0(mags_t, norms), torch.zeros_like(norms)).cpu().numpy()
-            m0 = m0.astype(np.float32)
+            t1, t2, b1_est, valid, norm = self._predict_tensors(signals, b1, batch_size=batch_size,
+                                                                 precision=precision)
+            if self.m0_table is not None:  # M0 = ‖|s|‖/‖|a|‖ from the table (drone_core.atom_norms), on the device
+                if b1_est is not None:
+                    b1_t: torch.Tensor | None = b1_est
+                elif b1 is not None:
+                    raw_t = b1.detach() if isinstance(b1, torch.Tensor) else torch.from_numpy(np.asarray(b1))
+                    b1_t = raw_t.to(device=t1.device, dtype=torch.float32).reshape(-1).expand_as(t1)
+                else:
+                    b1_t = None
+                atom = self.m0_table.norm(torch.nan_to_num(t1, nan=1.0), torch.nan_to_num(t2, nan=1.0),
+                                          None if b1_t is None else torch.nan_to_num(b1_t, nan=1.0))
+                ok = valid & (atom > 0)
+                m0_t = torch.where(ok, norm / torch.where(ok, atom, torch.ones_like(atom)), torch.zeros_like(atom))
+        t1_np, t2_np = t1.cpu().numpy(), t2.cpu().numpy()
+        if self.m0_table is not None:
+            m0 = m0_t.cpu().numpy()
         else:  # M0 by the least-squares scale of each voxel's simulated atom
-            m0 = self._fitted_m0(signals, t1_np, t2_np, b1_np, valid_np)
+            if b1_est is not None:
+                b1_np = b1_est.cpu().numpy().astype(np.float64)
+            elif b1 is not None:
+                raw = b1.detach().cpu().numpy() if isinstance(b1, torch.Tensor) else np.asarray(b1)
+                b1_np = np.broadcast_to(raw.astype(np.float64).reshape(-1), t1_np.shape)
+            else:
+                b1_np = np.ones(t1_np.shape)
+            m0 = self._fitted_m0(signals, t1_np, t2_np, b1_np, valid.cpu().numpy())
         b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
         return Estimate(t1_np, t2_np, m0), b1_out
 

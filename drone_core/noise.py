@@ -19,10 +19,49 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["add_noise", "NoiseMode", "NOISE_MODES"]
+__all__ = ["add_noise", "noisy_magnitudes", "NoiseMode", "NOISE_MODES"]
 
 NoiseMode = Literal["fixed", "uniform", "quadratic"]
 NOISE_MODES: tuple[str, ...] = ("fixed", "uniform", "quadratic")
+
+
+def _levels(peak: torch.Tensor, level: float, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    """``(n,)`` σ of every fingerprint: ``level · peak``, times u or u² (u ~ U(0, 1)) for the random modes."""
+    sigma = level * peak
+    if mode != "fixed":
+        u = torch.rand(peak.shape, generator=generator, dtype=peak.dtype, device=peak.device)
+        sigma = sigma * (u if mode == "uniform" else u * u)
+    return sigma
+
+
+def noisy_magnitudes(real: torch.Tensor, imag: torch.Tensor, peak: torch.Tensor, level: float, *,
+                     mode: NoiseMode = "fixed", generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`add_noise` for complex fingerprints held as two real tensors (the training loop's fast path).
+
+    The same noise definition; the real and imaginary parts in separate contiguous tensors make the
+    magnitude a plain ``hypot`` (≈ 6× cheaper on a CPU than ``abs`` of a complex tensor).
+
+    Args:
+        real, imag: ``(n, n_frames)`` real and imaginary parts of the clean signals.
+        peak: ``(n,)`` peak magnitude of each clean fingerprint over its frames (``max_i |s_i|``).
+        level, mode, generator: as :func:`add_noise` (a ``torch.Generator``).
+
+    Returns:
+        ``(n, n_frames)`` magnitudes ``|s + n|`` in the inputs' dtype and device. The draws are not
+        the same numbers as :func:`add_noise` with the same generator (another layout), only the same law.
+    """
+    if not level >= 0:
+        raise ValueError(f"level: expected a fraction ≥ 0, got {level}")
+    if mode not in NOISE_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(NOISE_MODES)}, got {mode!r}")
+    if real.shape != imag.shape or real.ndim != 2 or peak.shape != real.shape[:1]:
+        raise ValueError(f"real, imag, peak: expected shapes (n, n_frames), (n, n_frames), (n,), got "
+                         f"{tuple(real.shape)}, {tuple(imag.shape)}, {tuple(peak.shape)}")
+    if level == 0:
+        return torch.hypot(real, imag)
+    sigma = _levels(peak, level, mode, generator)[:, None]
+    noise = torch.randn((2, *real.shape), generator=generator, dtype=real.dtype, device=real.device)
+    return torch.hypot(torch.addcmul(real, sigma, noise[0]), torch.addcmul(imag, sigma, noise[1]))
 
 
 def add_noise(atoms: torch.Tensor | np.ndarray, level: float, *, mode: NoiseMode = "fixed",
@@ -55,11 +94,7 @@ def add_noise(atoms: torch.Tensor | np.ndarray, level: float, *, mode: NoiseMode
         if generator is not None and g is None:
             raise TypeError("generator: expected a torch.Generator for tensor atoms")
         real_dtype = a.real.dtype
-        peak = a.abs().amax(dim=1)
-        sigma = level * peak
-        if mode != "fixed":
-            u = torch.rand(peak.shape, generator=g, dtype=real_dtype, device=a.device)
-            sigma = sigma * (u if mode == "uniform" else u * u)
+        sigma = _levels(a.abs().amax(dim=1), level, mode, g)
         noise = torch.randn((*a.shape, 2), generator=g, dtype=real_dtype, device=a.device)
         return (a + sigma[:, None] * torch.view_as_complex(noise)).abs()
     arr = np.asarray(atoms)

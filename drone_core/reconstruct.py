@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SliceMaps", "reconstruct", "estimate", "accepts_b1", "estimates_b1", "DEFAULT_MASK_THRESHOLD",
-           "MASK_PERCENTILE"]
+__all__ = ["SliceMaps", "reconstruct", "estimate", "foreground_mask", "accepts_b1", "estimates_b1",
+           "DEFAULT_MASK_THRESHOLD", "MASK_PERCENTILE"]
 
 #: Default background threshold, as a fraction of the slice's 99th-percentile fingerprint norm.
 DEFAULT_MASK_THRESHOLD = 0.05
@@ -101,6 +101,44 @@ def estimate(estimator: Any, signals: np.ndarray, b1: np.ndarray | None = None
             None if b1_est is None else np.asarray(b1_est, dtype=np.float32))
 
 
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation), with one partition instead of a sort; 0 when empty."""
+    if values.size == 0:
+        return 0.0
+    position = (values.size - 1) * q / 100.0
+    lo = int(np.floor(position))
+    hi = min(lo + 1, values.size - 1)
+    part = np.partition(values, (lo, hi))
+    return float(part[lo] + (part[hi] - part[lo]) * (position - lo))
+
+
+def _mask(norms: np.ndarray, mask_threshold: float) -> np.ndarray:
+    """Foreground: a norm above 0 and at least ``mask_threshold`` × the :data:`MASK_PERCENTILE` th percentile."""
+    return (norms > 0) & (norms >= mask_threshold * _percentile(norms, MASK_PERCENTILE))
+
+
+def foreground_mask(frames: np.ndarray, mask_threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
+    """The voxels :func:`reconstruct` passes to the estimator (before it drops those it cannot fit).
+
+    Args:
+        frames: ``(N, …)`` magnitudes (finite, ≥ 0; not checked here).
+        mask_threshold: as for :func:`reconstruct`.
+
+    Returns:
+        bool, ``frames.shape[1:]``.
+    """
+    by_frame = np.ascontiguousarray(frames, dtype=np.float32).reshape(np.shape(frames)[0], -1)
+    return _mask(np.sqrt(_squared_norms(by_frame)), mask_threshold).reshape(np.shape(frames)[1:])
+
+
+def _squared_norms(by_frame: np.ndarray) -> np.ndarray:
+    """``(n_voxels,)`` Σ over frames of the squares of ``(N, n_voxels)`` float32 (float64 where float32 overflows)."""
+    sq = np.einsum("fv,fv->v", by_frame, by_frame)
+    if not np.isfinite(sq).all() and np.isfinite(by_frame).all():
+        sq = np.einsum("fv,fv->v", by_frame, by_frame, dtype=np.float64)
+    return sq
+
+
 def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                 b1: np.ndarray | None = None) -> SliceMaps:
     """Maps of one slice.
@@ -127,14 +165,16 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float = D
         raise ValueError(f"frames: expected shape (N, y, x), got {arr.shape}")
     if arr.dtype.kind == "c":
         arr = np.abs(arr)
-    arr = np.asarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"frames: {int((~np.isfinite(arr)).sum())} non-finite values")
-    if (arr < 0).any():
-        raise ValueError("frames: expected magnitudes ≥ 0, got negative values")
     if not (0.0 <= float(mask_threshold) < 1.0):
         raise ValueError(f"mask_threshold: expected a number in [0, 1), got {mask_threshold}")
     n_frames, spatial = arr.shape[0], arr.shape[1:]
+    by_frame = np.ascontiguousarray(arr, dtype=np.float32).reshape(n_frames, -1)  # (N, n_voxels)
+    # One float32 pass gives the norms and, through them, finiteness (float64 only if the squares overflow).
+    sq = _squared_norms(by_frame)
+    if not np.isfinite(sq).all():
+        raise ValueError(f"frames: {int((~np.isfinite(by_frame)).sum())} non-finite values")
+    if by_frame.size and by_frame.min() < 0:
+        raise ValueError("frames: expected magnitudes ≥ 0, got negative values")
     b1_flat = None
     if b1 is not None:
         b1_arr = np.asarray(b1, dtype=np.float64)
@@ -144,18 +184,16 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float = D
             raise ValueError(f"b1: the estimator ({type(estimator).__name__}) takes no B1 map (a model trained with "
                              "a B1 input or a dictionary with a B1 axis does)")
         b1_flat = b1_arr.reshape(-1)
-    signals = arr.reshape(n_frames, -1).T  # (n_voxels, N)
-    norms = np.sqrt(np.einsum("vf,vf->v", signals.astype(np.float64), signals.astype(np.float64)))
-    reference = float(np.percentile(norms, MASK_PERCENTILE)) if norms.size else 0.0
-    mask = (norms > 0) & (norms >= mask_threshold * reference)
-    t1 = np.zeros(norms.shape, dtype=np.float32)
+    mask = _mask(np.sqrt(sq), mask_threshold)
+    t1 = np.zeros(mask.shape, dtype=np.float32)
     t2 = np.zeros_like(t1)
     m0 = np.zeros_like(t1)
     b1_map = np.zeros_like(t1) if estimates_b1(estimator) else None
     if mask.any():
         idx = np.flatnonzero(mask)
-        e1, e2, em, eb = estimate(estimator, np.ascontiguousarray(signals[idx]),
-                                  None if b1_flat is None else b1_flat[idx])
+        # (n_foreground, N) rows, contiguous: one gather-and-transpose copy.
+        signals = np.ascontiguousarray(by_frame.T if idx.size == mask.size else by_frame.T[idx])
+        e1, e2, em, eb = estimate(estimator, signals, None if b1_flat is None else b1_flat[idx])
         ok = np.isfinite(e1) & np.isfinite(e2) & np.isfinite(em)
         if eb is not None:
             ok &= np.isfinite(eb)

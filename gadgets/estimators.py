@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from drone_core.dictionary import Dictionary, paper_grid
+from drone_core.hardware import keep_freed_memory
 from drone_core.matching import Matcher
 from drone_core.model import DroneModel, default_model
 from drone_core.schedule import Schedule
@@ -23,7 +24,7 @@ from .errors import SettingsError
 from .settings import GadgetSettings
 
 __all__ = ["Estimator", "b1_capability", "b1_range", "build_estimator", "describe_estimator", "estimator_kind",
-           "estimator_schedule", "resolve_device"]
+           "estimator_schedule", "resolve_device", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def build_estimator(settings: GadgetSettings) -> Estimator:
     """
     device = resolve_device(settings.device)
     start = time.perf_counter()
+    keep_freed_memory()  # a process that reconstructs slice after slice: reuse freed blocks (drone_core.hardware)
     estimator: Estimator
     if settings.estimator == "network":
         if settings.dictionary:
@@ -89,9 +91,21 @@ def build_estimator(settings: GadgetSettings) -> Estimator:
     if settings.frames_per_fingerprint is not None and settings.frames_per_fingerprint != n:
         raise SettingsError(f"property 'frames_per_fingerprint': {settings.frames_per_fingerprint} but the "
                             f"{describe_estimator(estimator)} has {n} frames per fingerprint")
+    warm_up(estimator)
     log.info("estimator: %s on %s (%.2f s to prepare)", describe_estimator(estimator), device,
              time.perf_counter() - start)
     return estimator
+
+
+def warm_up(estimator: Estimator) -> None:
+    """Run the estimator once on a tiny synthetic slice, so that the first real slice does not pay the
+    libraries' one-time set-up (thread pools, kernel dispatch, the model's folded layers and M0 table on
+    the device): done while the scan's first frames are still being acquired."""
+    from drone_core.reconstruct import reconstruct
+
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(0.5, 1.0, (estimator.n_frames, 4, 4)).astype(np.float32)
+    reconstruct(frames, estimator)
 
 
 def estimator_schedule(estimator: Any) -> Schedule:

@@ -48,7 +48,7 @@ import numpy as np
 
 from drone_core._version import __version__
 
-from drone_core.reconstruct import SliceMaps, reconstruct
+from drone_core.reconstruct import SliceMaps, foreground_mask, reconstruct
 from .b1maps import B1File, B1Map, b1_map_from_image, b1_on_frames, open_b1_source
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
 from .errors import (B1MissingError, DuplicateB1Error, DuplicateFrameError, FrameError, FrameSizeError,
@@ -208,8 +208,13 @@ def frames(items: Iterable[Any], *, counter: str = "repetition") -> Iterator[Any
 
 @dataclass
 class _Partial:
+    """A slice being received: its frames are copied into the fingerprint's stack as they arrive, so the
+    stack is ready — nothing left to copy — when the last one comes."""
+
     shape: tuple[int, ...]
-    frames: dict[int, Frame] = field(default_factory=dict)
+    stack: np.ndarray  # (N, z, y, x) float32
+    received: set[int] = field(default_factory=set)
+    first_header: Any = None  # the header of frame 0, once it arrived
 
 
 def _xyz(shape: tuple[int, ...]) -> str:
@@ -262,29 +267,36 @@ def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetit
         if item.slice in done:
             raise DuplicateFrameError(f"duplicate frame: {what} arrived after all {n_frames} frames of slice "
                                       f"{item.slice} were received (its maps were already sent)")
-        slot = partial.setdefault(item.slice, _Partial(item.data.shape))
-        if item.index in slot.frames:
+        slot = partial.get(item.slice)
+        if slot is None:
+            stack_bytes = n_frames * item.data.nbytes
+            if max_pending_bytes is not None and pending_bytes + stack_bytes > max_pending_bytes:
+                raise PendingLimitError(f"{what} would make the frames held for {len(partial) + 1} incomplete "
+                                        f"slice(s) {pending_bytes + stack_bytes} bytes (a stack of {n_frames} frames "
+                                        f"per slice), over the limit of {max_pending_bytes} bytes; send the frames "
+                                        "of a few slices at a time")
+            slot = partial[item.slice] = _Partial(item.data.shape, np.empty((n_frames, *item.data.shape),
+                                                                            dtype=np.float32))
+            pending_bytes += stack_bytes
+        if item.index in slot.received:
             raise DuplicateFrameError(f"duplicate frame: {what} arrived twice")
         if item.data.shape != slot.shape:
             raise FrameSizeError(f"{what} is {_xyz(item.data.shape)} but the earlier frames of slice {item.slice} "
                                  f"are {_xyz(slot.shape)}")
-        if max_pending_bytes is not None and pending_bytes + item.data.nbytes > max_pending_bytes:
-            raise PendingLimitError(f"{what} would make the frames held for {len(partial)} incomplete slice(s) "
-                                    f"{pending_bytes + item.data.nbytes} bytes, over the limit of "
-                                    f"{max_pending_bytes} bytes; send the frames of a few slices at a time")
-        slot.frames[item.index] = item
-        pending_bytes += item.data.nbytes
-        if len(slot.frames) == n_frames:
-            stack = np.stack([slot.frames[i].data for i in range(n_frames)])
-            pending_bytes -= sum(f.data.nbytes for f in slot.frames.values())
+        slot.stack[item.index] = item.data
+        slot.received.add(item.index)
+        if item.index == 0:
+            slot.first_header = item.header
+        if len(slot.received) == n_frames:
+            pending_bytes -= slot.stack.nbytes
             del partial[item.slice]
             done.add(item.slice)
-            yield Trajectory(item.slice, stack, slot.frames[0].header)
+            yield Trajectory(item.slice, slot.stack, slot.first_header)
     if partial:
         parts = []
         for s in sorted(partial):
-            missing = [i for i in range(n_frames) if i not in partial[s].frames]
-            parts.append(f"slice {s} has {len(partial[s].frames)} of {n_frames} frames (missing {counter} "
+            missing = [i for i in range(n_frames) if i not in partial[s].received]
+            parts.append(f"slice {s} has {len(partial[s].received)} of {n_frames} frames (missing {counter} "
                          f"{_ranges(missing)})")
         raise IncompleteFingerprintError("the stream ended with incomplete fingerprints, no maps made for them: "
                                          + "; ".join(parts))
@@ -384,22 +396,13 @@ def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float) -> Iter
                 log.info("slice %d: maps of %d foreground voxels of %d", item.slice, int(result.mask.sum()),
                          result.mask.size)
             else:
-                without = _foreground(item.frames, mask_threshold) & ~result.mask
+                without = foreground_mask(item.frames, mask_threshold) & ~result.mask
                 log.info("slice %d: maps of %d foreground voxels of %d with B1 %.3g…%.3g; %d foreground voxel(s) "
                          "without an estimate (B1 unknown or outside the estimator's range)", item.slice,
                          int(result.mask.sum()), result.mask.size, *_finite_span(item.b1), int(without.sum()))
             yield MapSet(item.slice, result, item.header)
         else:
             yield item
-
-
-def _foreground(frames_: np.ndarray, mask_threshold: float) -> np.ndarray:
-    """The foreground mask :func:`drone_core.reconstruct.reconstruct` uses, ``frames_.shape[1:]`` (for the log)."""
-    from drone_core.reconstruct import MASK_PERCENTILE
-
-    norms = np.sqrt(np.sum(np.square(frames_.astype(np.float64)), axis=0))
-    reference = float(np.percentile(norms, MASK_PERCENTILE)) if norms.size else 0.0
-    return (norms > 0) & (norms >= mask_threshold * reference)
 
 
 def _finite_span(values: np.ndarray) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from drone_core.dictionary import Dictionary
 from drone_core.matching import Matcher
 from drone_core.model import default_model
 from drone_core.schedule import default_schedule
-from drone_core.reconstruct import reconstruct
+from drone_core.reconstruct import foreground_mask, reconstruct
 from drone_gadgets.conversion import copy_header, image_array_frames, image_magnitude, make_image
 from drone_gadgets.errors import FrameError, PeerGoneError, ProtocolError, ScheduleMismatchError, SettingsError
 from drone_gadgets.header import check_header_schedule, schedule_from_header, sequence_parameters
@@ -300,6 +300,27 @@ def test_reconstruct_checks_inputs(model) -> None:
         reconstruct(np.ones((25, 2, 2), np.float32), object())
     zeros = reconstruct(np.zeros((25, 3, 2), np.float32), model)
     assert not zeros.mask.any() and not zeros.t1.any()
+
+
+def test_reconstruct_mask_against_a_float64_reference(model) -> None:
+    """The mask (float32 norms, one partition for the percentile) equals the definition computed in float64
+    with numpy's percentile, away from ties; overflowing squares and negative values are still told apart."""
+    rng = np.random.default_rng(4)
+    frames = rng.gamma(2.0, 1.0, (25, 40, 50)).astype(np.float32) * rng.uniform(0, 1, (40, 50)).astype(np.float32)
+    norms = np.sqrt(np.sum(frames.astype(np.float64) ** 2, axis=0))
+    for threshold in (0.0, 0.05, 0.3, 0.9):
+        expected = (norms > 0) & (norms >= threshold * np.percentile(norms, 99.0))
+        np.testing.assert_array_equal(foreground_mask(frames, threshold), expected)
+        np.testing.assert_array_equal(reconstruct(frames, model, mask_threshold=threshold).mask, expected)
+    huge = np.full((25, 2, 2), 1e30, np.float32)  # squares overflow float32: foreground, not "non-finite"
+    assert foreground_mask(huge).all()
+    reconstruct(huge, model)  # no error (the network's float32 normalisation gives no estimate there)
+    with pytest.raises(ValueError, match="negative"):
+        reconstruct(-frames, model)
+    with pytest.raises(ValueError, match="1 non-finite"):
+        bad = frames.copy()
+        bad[3, 2, 1] = np.inf
+        reconstruct(bad, model)
 
 
 # gadgetron's read_object_array builds an object array from ctypes headers; numpy warns (harmlessly).

@@ -12,7 +12,8 @@ import torch
 
 from drone_core.epg import simulate
 from drone_core.m0 import fit_m0
-from drone_core.model import DroneMLP, DroneModel, cpu_has_fast_bf16, normalise_fingerprints, resolve_precision
+from drone_core.model import (B1Use, DroneMLP, DroneModel, cpu_has_fast_bf16, normalise_fingerprints,
+                              resolve_precision)
 from drone_core.schedule import Schedule
 
 #: Fast path (addmm + in-place tanh) vs nn.Sequential in fp32: same math, different kernels/order;
@@ -342,3 +343,37 @@ def test_bf16_output_layer_is_fp32(b1_model: DroneModel, signals: np.ndarray) ->
     fp32 = b1_model.predict(signals, b1, precision="fp32")[0]
     bf16 = b1_model.predict(signals, b1, precision="bf16")[0]
     assert np.max(np.abs(bf16 - fp32)) <= BF16_ATOL_MS
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "silu"])
+@pytest.mark.parametrize("hidden", [(16,), (24, 8), (32, 16, 12)])
+def test_folded_bias_forward_equals_the_module(schedule: Schedule, activation: str, hidden: tuple[int, ...]) -> None:
+    """The inference path folds every bias into its GEMM (an extra constant unit per layer): the outputs
+    equal ``nn.Sequential``'s to float32 rounding (1e-6 of the [0, 1] outputs), for every activation and depth;
+    bf16 hidden layers stay within 1e-2."""
+    torch.manual_seed(3)
+    net = DroneMLP(N_FRAMES, hidden, activation, n_extra_inputs=1)
+    with torch.no_grad():  # biases far from 0, so that a dropped or doubled bias cannot pass
+        for m in net.layers:
+            if isinstance(m, torch.nn.Linear):
+                m.bias.uniform_(-1.0, 1.0)
+    mdl = DroneModel(net, schedule, (1.0, 5000.0), (1.0, 2000.0), b1=B1Use(True, False, (0.5, 1.5)))
+    x = torch.cat([torch.rand(500, N_FRAMES) * 2, torch.rand(500, 1) * 2 - 1], dim=1)
+    with torch.no_grad():
+        ref = net(x)
+    ones = torch.cat([x, torch.ones(500, 1)], dim=1)
+    assert torch.allclose(mdl._forward_fast(ones, "fp32"), ref, atol=1e-6, rtol=0)
+    assert torch.allclose(mdl._forward_fast(ones, "bf16"), ref, atol=1e-2, rtol=0)
+    assert not torch.allclose(mdl._forward_fast(torch.cat([x, torch.zeros(500, 1)], dim=1), "fp32"), ref,
+                              atol=1e-3, rtol=0)  # the constant column is what carries the biases
+
+
+def test_keep_freed_memory_applies_on_glibc() -> None:
+    import platform
+
+    from drone_core.hardware import keep_freed_memory
+
+    applied = keep_freed_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    assert keep_freed_memory() is applied  # once per process

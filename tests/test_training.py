@@ -192,3 +192,30 @@ def test_training_dictionary_recipe() -> None:
     assert d.b1 is not None and 0.5 <= d.b1.min() and d.b1.max() <= 1.5
     extra_t1 = np.unique(d.t1_ms[2 * n_paper:])
     assert extra_t1.min() >= 10 and extra_t1.max() <= 1000 and np.all(d.t1_ms > d.t2_ms)
+
+
+def test_projection_is_folded_into_an_ordinary_network(small_dictionary: Dictionary) -> None:
+    """Training on the fingerprint's projection onto the atoms' first k singular vectors: the saved network
+    takes the whole fingerprint and gives what the projected network gives (float32 rounding), and it learns."""
+    from drone_core.model import normalise_fingerprints
+    from drone_training.train import ProjectedMLP, svd_basis
+
+    basis = svd_basis(small_dictionary.atoms, 4)
+    assert basis.shape == (10, 4)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-5, rtol=0)
+    cfg = TrainConfig(epochs=40, batch_size=32, lr=5e-3, noise_level=0.0, seed=0, device="cpu", hidden=(32, 32),
+                      lr_schedule="onecycle", projection_rank=4)
+    r = train(small_dictionary, cfg, progress=False, log=False)
+    assert r.model.network.n_frames == 10 and r.model.network.layers[0].in_features == 10
+    m = evaluate(r.model, small_dictionary)
+    assert m["t1_ms"]["r2"] > 0.75 and m["t2_ms"]["r2"] > 0.75
+    from drone_core.model import DroneMLP
+
+    projected = ProjectedMLP(basis, DroneMLP(4, (8,), "tanh"))
+    x, _ = normalise_fingerprints(np.abs(small_dictionary.atoms))
+    with torch.no_grad():
+        torch.testing.assert_close(projected.fold()(x), projected(x), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="projection_rank"):
+        svd_basis(small_dictionary.atoms, 11)
+    with pytest.raises(ValueError, match="projection_rank"):
+        TrainConfig(projection_rank=0)

@@ -41,13 +41,15 @@ from drone_core.hardware import cpu_model
 from drone_core.metrics import summary as metric_summary
 from drone_core.atom_norms import DEFAULT_SHAPE as DEFAULT_TABLE_SHAPE
 from drone_core.model import B1Use, DroneMLP, DroneModel, normalise_fingerprints
-from drone_core.noise import NoiseMode, add_noise
+from drone_core.noise import NoiseMode, add_noise, noisy_magnitudes
 from drone_core.schedule import Schedule, default_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "write_outputs", "plot_loss_curve", "plot_scatter",
-           "add_train_arguments", "config_from_args", "main"]
+           "add_train_arguments", "config_from_args", "main", "ProjectedMLP", "svd_basis"]
 
 LrSchedule = Literal["constant", "onecycle", "cosine"]
+#: Training samples whose gather, noise and normalisation are done in one go (a block of steps).
+BLOCK_SAMPLES = 65536
 
 
 @dataclass
@@ -80,6 +82,10 @@ class TrainConfig:
             nothing in an MSE over a 0–5000 ms range), while the outputs stay linear in ms.
         relative_floor_ms: ``(T1, T2)`` floors of that weighting (below them the fingerprint
             carries too little T2 information for relative precision to be asked for).
+        projection_rank: train the network on the fingerprint projected onto the first k right
+            singular vectors of the training atoms (a fixed linear first stage, :class:`ProjectedMLP`);
+            the saved network has the projection folded into its first layer, so it takes the
+            fingerprint as any other and costs the same. None: no projection.
     """
 
     epochs: int = 1000
@@ -103,8 +109,11 @@ class TrainConfig:
     b1_range: tuple[float, float] | None = None
     relative_knee_ms: tuple[float, float] | None = None
     relative_floor_ms: tuple[float, float] = (20.0, 20.0)
+    projection_rank: int | None = None
 
     def __post_init__(self) -> None:
+        if self.projection_rank is not None and self.projection_rank < 1:
+            raise ValueError(f"projection_rank: expected ≥ 1 or None, got {self.projection_rank}")
         if self.relative_knee_ms is not None and self.target_transform != "linear":
             raise ValueError("relative_knee_ms: the relative weighting is for linear targets (log targets are "
                              "relative already)")
@@ -137,6 +146,53 @@ class TrainResult:
     stopped_early: bool
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def svd_basis(atoms: np.ndarray, rank: int, *, max_rows: int = 100_000, seed: int = 0) -> torch.Tensor:
+    """``(n_frames, rank)`` float32: the first ``rank`` right singular vectors of the atoms' normalised
+    magnitudes (:func:`drone_core.model.normalise_fingerprints`), from at most ``max_rows`` of them (seeded)."""
+    mags = np.abs(np.asarray(atoms))
+    if not 1 <= rank <= mags.shape[1]:
+        raise ValueError(f"projection_rank: expected 1 … {mags.shape[1]} (the frame count), got {rank}")
+    if mags.shape[0] > max_rows:
+        mags = mags[np.random.default_rng(seed).choice(mags.shape[0], max_rows, replace=False)]
+    x, valid = normalise_fingerprints(mags.astype(np.float32))
+    _, _, vh = torch.linalg.svd(x[valid].double(), full_matrices=False)
+    return vh[:rank].T.float().contiguous()
+
+
+class ProjectedMLP(nn.Module):
+    """A :class:`DroneMLP` of the fingerprint's projection onto a fixed basis (the training-side form of
+    :attr:`TrainConfig.projection_rank`).
+
+    Args:
+        basis: ``(n_frames, k)`` orthonormal columns (:func:`svd_basis`), fixed (a buffer).
+        mlp: a ``DroneMLP`` with ``n_frames = k`` (and the same extra inputs as the model).
+    """
+
+    def __init__(self, basis: torch.Tensor, mlp: DroneMLP) -> None:
+        super().__init__()
+        if basis.ndim != 2 or basis.shape[1] != mlp.n_frames:
+            raise ValueError(f"basis: expected (n_frames, {mlp.n_frames}), got {tuple(basis.shape)}")
+        self.register_buffer("basis", basis)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.basis.shape[0]
+        return self.mlp(torch.cat([x[:, :n] @ self.basis, x[:, n:]], dim=1))
+
+    def fold(self) -> DroneMLP:
+        """The equivalent ``DroneMLP`` of the whole fingerprint: first layer ``[W₁[:, :k]·Bᵀ, W₁[:, k:]]``."""
+        m = self.mlp
+        out = DroneMLP(self.basis.shape[0], m.hidden, m.activation, m.n_outputs, m.n_extra_inputs)
+        with torch.no_grad():
+            out.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("layers.0.")},
+                                strict=False)
+            w = m.layers[0].weight.detach()
+            k = self.basis.shape[1]
+            out.layers[0].weight.copy_(torch.cat([w[:, :k] @ self.basis.T.to(w), w[:, k:]], dim=1))
+            out.layers[0].bias.copy_(m.layers[0].bias.detach())
+        return out.to(self.basis.device)
 
 
 def _dist() -> tuple[int, int]:
@@ -196,28 +252,41 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         b1_range = config.b1_range or (float(dictionary.b1.min()), float(dictionary.b1.max()))
         b1_use = B1Use(config.b1_input, config.b1_output, b1_range)
         b1_atoms = torch.as_tensor(dictionary.b1, dtype=torch.float32)
-    network = DroneMLP(dictionary.n_frames, config.hidden, config.activation, n_outputs=2 + int(config.b1_output),
-                       n_extra_inputs=int(config.b1_input))
-    model = DroneModel(network, dictionary.schedule, t1_range, t2_range, target_transform=config.target_transform,
-                       b1=b1_use)
+    def mlp(n_inputs: int) -> DroneMLP:
+        return DroneMLP(n_inputs, config.hidden, config.activation, n_outputs=2 + int(config.b1_output),
+                        n_extra_inputs=int(config.b1_input))
+
+    model = DroneModel(mlp(dictionary.n_frames), dictionary.schedule, t1_range, t2_range,
+                       target_transform=config.target_transform, b1=b1_use)
+    network: nn.Module = model.network
+    if config.projection_rank is not None:
+        network = ProjectedMLP(svd_basis(dictionary.atoms, config.projection_rank), mlp(config.projection_rank))
     network.to(device)
 
-    atoms = torch.as_tensor(dictionary.atoms, dtype=torch.complex64, device=device)
+    # The atoms as real and imaginary parts (noisy_magnitudes' fast layout) and their clean peaks.
+    complex_atoms = torch.as_tensor(dictionary.atoms, dtype=torch.complex64, device=device)
+    atoms_re, atoms_im = complex_atoms.real.contiguous(), complex_atoms.imag.contiguous()
+    del complex_atoms
+    atoms_peak = torch.hypot(atoms_re, atoms_im).amax(dim=1)
     targets = model.targets_to_unit(t1, t2, b1_atoms).to(device)
     b1_feature = b1_use.feature(b1_atoms).to(device) if config.b1_input and b1_atoms is not None else None
-    n = atoms.shape[0]
+    n = atoms_re.shape[0]
     if n < 2:
         raise ValueError(f"dictionary: expected at least 2 atoms to train on, got {n}")
 
-    def inputs(idx: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    def inputs(idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Network inputs of the atoms ``idx`` with a fresh noise draw (normalised, with the B1 feature)."""
+        noisy = noisy_magnitudes(atoms_re.index_select(0, idx), atoms_im.index_select(0, idx),
+                                 atoms_peak.index_select(0, idx), config.noise_level, mode=config.noise_mode,
+                                 generator=generator)
         x, _ = normalise_fingerprints(noisy, device=device)
-        return x if b1_feature is None else torch.cat([x, b1_feature[idx]], dim=1)
+        return x if b1_feature is None else torch.cat([x, b1_feature.index_select(0, idx)], dim=1)
 
     gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)  # noise, per rank
     perm_gen = torch.Generator().manual_seed(config.seed)  # permutations, identical on every rank
     val_gen = torch.Generator(device=device).manual_seed(config.seed + 7919)
     val_idx = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[:config.val_size].to(device)
-    val_x = inputs(val_idx, add_noise(atoms[val_idx], config.noise_level, mode=config.noise_mode, generator=val_gen))
+    val_x = inputs(val_idx, val_gen)
     val_y = targets[val_idx]
 
     trainable: nn.Module = network
@@ -227,7 +296,8 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
         trainable = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     local_batch = max(1, min(config.batch_size // world, math.ceil(n / world)))
     steps_per_epoch = math.ceil(n / (local_batch * world))
-    opt = torch.optim.Adam(trainable.parameters(), lr=config.lr)
+    # fused: one kernel updates every parameter (not one small op per tensor and step).
+    opt = torch.optim.Adam(trainable.parameters(), lr=config.lr, fused=True)
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
     total_steps = steps_per_epoch * config.epochs
     if config.lr_schedule == "onecycle":
@@ -245,9 +315,9 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
             weights = torch.cat([weights, torch.ones((n, 1))], dim=1)
         weights = (weights / weights.mean(dim=0)).to(device)  # same overall scale as the plain MSE
 
-    def loss_fn(pred: torch.Tensor, target: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         sq = (pred - target) ** 2
-        return sq.mean() if weights is None or idx is None else (sq * weights[idx]).mean()
+        return sq.mean() if weight is None else (sq * weight).mean()
 
     show = progress and rank == 0
     epochs_iter: Any = range(config.epochs)
@@ -272,16 +342,23 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
             perm = perm.repeat(math.ceil(total / n))[:total]
         mine = perm.view(steps_per_epoch, world, local_batch)[:, rank, :]
         running = torch.zeros((), device=device)
-        for step in range(steps_per_epoch):
-            idx = mine[step]
-            x = inputs(idx, add_noise(atoms[idx], config.noise_level, mode=config.noise_mode, generator=gen))
-            loss = loss_fn(trainable(x), targets[idx], idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            running += loss.detach()
+        # The data side (gather, noise, normalisation) runs once per block of steps: a few large tensor
+        # ops instead of several small ones per step (per-op overhead dominates a 1024-row batch).
+        block_steps = max(1, BLOCK_SAMPLES // local_batch)
+        for first in range(0, steps_per_epoch, block_steps):
+            idx_block = mine[first:first + block_steps].reshape(-1)
+            x_block = inputs(idx_block, gen)
+            y_block = targets.index_select(0, idx_block)
+            w_block = None if weights is None else weights.index_select(0, idx_block)
+            for j in range(idx_block.numel() // local_batch):
+                rows = slice(j * local_batch, (j + 1) * local_batch)
+                loss = loss_fn(trainable(x_block[rows]), y_block[rows], None if w_block is None else w_block[rows])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                running += loss.detach()
         train_loss = running.item() / steps_per_epoch
         if world > 1:
             t = torch.tensor([train_loss], device=device)
@@ -289,7 +366,7 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
             train_loss = t.item() / world
         network.eval()
         with torch.no_grad():
-            val_loss = loss_fn(network(val_x), val_y, val_idx).item()
+            val_loss = loss_fn(network(val_x), val_y, None if weights is None else weights[val_idx]).item()
         history_train.append(train_loss)
         history_val.append(val_loss)
         history_lr.append(opt.param_groups[0]["lr"])
@@ -312,7 +389,9 @@ def train(dictionary: Dictionary, config: TrainConfig = TrainConfig(), *, progre
     if stopped_early and best_state is not None:
         network.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
-    network.eval()
+    if isinstance(network, ProjectedMLP):
+        model.network = network.fold().to(device)  # an ordinary network of the fingerprint, same outputs
+    model.network.eval()
     model.training = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "n_atoms": n,
@@ -486,6 +565,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relative-knee", type=float, nargs=2, metavar=("T1_MS", "T2_MS"),
                    help="weight each squared error by 1 + (knee / max(T, floor))²: relative precision below the knee")
     p.add_argument("--relative-floor", type=float, nargs=2, default=(20.0, 20.0), metavar=("T1_MS", "T2_MS"))
+    p.add_argument("--projection-rank", type=int, metavar="K",
+                   help="train on the fingerprint's projection onto the atoms' first K singular vectors "
+                        "(folded into the first layer of the saved network)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -499,13 +581,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        b1_input=args.b1_input, b1_output=args.b1_output,
                        b1_range=tuple(args.b1_range) if (args.b1_input or args.b1_output) else None,
                        relative_knee_ms=None if args.relative_knee is None else tuple(args.relative_knee),
-                       relative_floor_ms=tuple(args.relative_floor))
+                       relative_floor_ms=tuple(args.relative_floor), projection_rank=args.projection_rank)
 
 
 def training_dictionary(schedule: Schedule, *, b1_draws: int = 0, b1_range: tuple[float, float] = (0.5, 1.5),
                         extra_atoms: int = 0, extra_t1_range_ms: tuple[float, float] = (10.0, 5000.0),
                         extra_t2_range_ms: tuple[float, float] = (5.0, 2000.0), seed: int = 0,
-                        progress: bool = False) -> Dictionary:
+                        progress: bool = False, device: str | torch.device = "cpu") -> Dictionary:
     """Training atoms: the paper grid, optional extra atoms, optional random B1 per atom.
 
     Args:
@@ -516,6 +598,7 @@ def training_dictionary(schedule: Schedule, *, b1_draws: int = 0, b1_range: tupl
         extra_atoms: (T1, T2) pairs added to the paper grid, log-uniform over the extra ranges with
             T1 > T2: the paper grid's 10 ms steps leave short T1/T2 (NIST spheres 10–12) nearly bare.
         seed: seeds the extra atoms and the B1 draws.
+        device: where the atoms are simulated (``"cuda"``: on the GPU).
 
     Returns:
         a :class:`~drone_core.dictionary.Dictionary` with ``b1`` set when ``b1_draws > 0``.
@@ -536,7 +619,7 @@ def training_dictionary(schedule: Schedule, *, b1_draws: int = 0, b1_range: tupl
     if b1_draws:
         t1, t2 = np.repeat(t1, b1_draws), np.repeat(t2, b1_draws)
         b1 = rng.uniform(b1_range[0], b1_range[1], t1.size)
-    return Dictionary.generate(schedule, t1, t2, b1, progress=progress)
+    return Dictionary.generate(schedule, t1, t2, b1, progress=progress, device=device)
 
 
 def source_dictionary(args: argparse.Namespace) -> Dictionary:
@@ -551,8 +634,8 @@ def source_dictionary(args: argparse.Namespace) -> Dictionary:
         return training_dictionary(schedule, b1_draws=args.b1_draws, b1_range=tuple(args.b1_range),
                                    extra_atoms=args.extra_atoms, extra_t1_range_ms=tuple(args.extra_t1_range),
                                    extra_t2_range_ms=tuple(args.extra_t2_range), seed=args.seed,
-                                   progress=not args.quiet)
-    return Dictionary.generate(schedule, *paper_grid())
+                                   progress=not args.quiet, device=args.device)
+    return Dictionary.generate(schedule, *paper_grid(), device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -576,7 +659,7 @@ def run(args: argparse.Namespace) -> int:
             if args.dictionary is None and (args.b1_draws or args.extra_atoms):
                 t1p, t2p = paper_grid()
                 evaluation = Dictionary.generate(full.schedule, t1p, t2p,
-                                                 None if full.b1 is None else np.ones(t1p.size))
+                                                 None if full.b1 is None else np.ones(t1p.size), device=args.device)
             summary = write_outputs(result, evaluation, args.out,
                                     m0_table_shape=None if args.no_m0_table else DEFAULT_TABLE_SHAPE)
             m = summary["metrics"]["noise_free"]
