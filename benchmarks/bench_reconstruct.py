@@ -3,7 +3,8 @@ model, against dictionary matching of the same slice — in one run, so the rati
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_reconstruct.py [--repeats 20] [--threads N] [--b1-voxels 2048] [--json OUT]
+    .venv/bin/python benchmarks/bench_reconstruct.py [--repeats 20] [--threads N] [--b1-voxels 2048]
+        [--system-allocator] [--json OUT]
 
 What is timed (median of ``--repeats`` after warm-up; float32, CPU, ``torch.set_num_threads(--threads)``):
 
@@ -43,10 +44,16 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--b1-voxels", type=int, default=2048)
+    p.add_argument("--system-allocator", action="store_true",
+                   help="leave glibc's malloc as it is (by default the process keeps freed blocks for reuse, as the "
+                        "gadget's does: drone_core.hardware.keep_freed_memory)")
     p.add_argument("--json")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from drone_core.hardware import keep_freed_memory
+
+    kept = False if args.system_allocator else keep_freed_memory()
 
     from drone_core.dictionary import Dictionary, paper_grid
     from drone_core.epg import simulate
@@ -69,7 +76,8 @@ def main() -> int:
     signals = np.abs(noisy).astype(np.float32)
     frames = np.ascontiguousarray(signals.T.reshape(schedule.n_frames, 128, 128))
     b1_map = b1.reshape(128, 128)
-    out: dict[str, object] = {"threads": torch.get_num_threads(), "load_before": os.getloadavg()}
+    out: dict[str, object] = {"threads": torch.get_num_threads(), "load_before": os.getloadavg(),
+                              "keep_freed_memory": kept, "model": model.network.architecture()}
     times: dict[str, float] = {}
     times["reconstruct, M0 table"] = timed(lambda: reconstruct(frames, model, mask_threshold=0, b1=b1_map),
                                            args.repeats)

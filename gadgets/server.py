@@ -22,8 +22,8 @@ garbage bytes, an unknown message id, a size over :class:`~drone_gadgets.mrd.Lim
 silent for ``idle_timeout_s``, a client that disconnects) ends that connection — with a TEXT
 ``ERROR drone_mrf: <reason>`` and CLOSE where the client can still hear it — and the server goes on
 serving the others. Memory per connection is bounded by the limits (one message plus the frames of
-incomplete slices, ``max_pending_bytes``); estimators are shared between connections (built once
-per setting, :class:`EstimatorCache`).
+incomplete slices, ``max_pending_bytes``: a slice's whole N-frame stack counts from its first frame);
+estimators are shared between connections (built once per setting, :class:`EstimatorCache`).
 
 Properties that name files or hardware on the server (``model``, ``dictionary``, ``device``, and
 ``b1`` when it is ``file:<path>``) are the operator's: ``drone serve --model …`` sets them, and a
@@ -562,7 +562,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-mb", type=float, default=lim.max_image_bytes / 2**20, metavar="MB",
                         help=f"largest image accepted (default {lim.max_image_bytes / 2**20:g} MiB)")
     parser.add_argument("--max-pending-mb", type=float, default=lim.max_pending_bytes / 2**20, metavar="MB",
-                        help="frames a connection may hold for incomplete slices (default "
+                        help="frames a connection may hold for incomplete slices, a whole stack of N frames "
+                             "per slice from its first frame (default "
                              f"{lim.max_pending_bytes / 2**20:g} MiB)")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, metavar="S",
                         help="on SIGTERM, seconds connections in progress may still finish (default 30)")

@@ -242,8 +242,9 @@ def trajectories(items: Iterable[Any], *, n_frames: int, counter: str = "repetit
         n_frames: frames per fingerprint N.
         counter: the frame counter's name (for messages).
         max_pending_bytes: refuse a frame that would make the frames held for incomplete slices
-            exceed this many bytes (bounds the memory a stream can make this stage hold); None:
-            no bound.
+            exceed this many bytes (bounds the memory a stream can make this stage hold; a slice holds
+            its whole N-frame stack from its first frame, the frames being copied in as they arrive);
+            None: no bound.
 
     Raises:
         FrameError: a counter outside ``0 … N−1``; DuplicateFrameError: a frame seen twice, or a

@@ -71,9 +71,10 @@ def test_parser_requires_a_command() -> None:
 
 #: The demo's rows: "mean ± sd bias%" for T1 then T2, per replay (with the B1 map | without), as printed.
 _DEMO_CELL = re.compile(r"(\d+) ± (\d+)\s+([+-]\d+\.\d)%")
-#: With the B1 map, 1 % noise, the interim shipped model: tissue means within 2 % (T1) and 5 % (T2) of the
-#: truth (measured WM +0.2/+2.7 %, GM −0.1/+2.5 %); without it the 3 T-like field biases GM/CSF T2 by
-#: −6/−12 % and spreads WM T2 (sd 9 vs 6 ms). The test asks only for the ordering, with this margin.
+#: With the B1 map, 1 % noise, the shipped 96-96 model: tissue means within 2 % (T1) and 5 % (T2) of the
+#: truth (measured WM −0.0/+0.5 %, GM +0.4/+3.6 %, CSF −0.2/+1.2 %). Without it the 3 T-like field biases
+#: CSF T2 by −10 % and spreads CSF T1 (sd 162 vs 47 ms), while GM and WM, whose B1 lies near 1 in this
+#: field, stay within 1.1 %: the test asks for the worst tissue and for CSF, with this margin.
 DEMO_T1_RTOL, DEMO_T2_RTOL, DEMO_MARGIN = 0.02, 0.05, 0.8
 
 
@@ -97,7 +98,8 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for tissue, (t1, t2) in {"WM": (663, 83), "GM": (1110, 96)}.items():
         (mean_t1, _, _), (mean_t2, _, _) = rows[tissue][0]
         assert abs(mean_t1 - t1) < DEMO_T1_RTOL * t1 and abs(mean_t2 - t2) < DEMO_T2_RTOL * t2, rows[tissue]
-    for tissue in ("GM", "CSF"):  # T2 bias: smaller with the B1 map
-        with_map, without = rows[tissue][0][1][2], rows[tissue][1][1][2]
-        assert abs(with_map) < DEMO_MARGIN * abs(without), (tissue, rows[tissue])
-    assert rows["WM"][0][1][1] < DEMO_MARGIN * rows["WM"][1][1][1], rows["WM"]  # WM T2 sd: the B1 spread is gone
+    worst = [max(abs(rows[t][side][k][2]) for t in rows for k in (0, 1)) for side in (0, 1)]
+    assert worst[0] < DEMO_MARGIN * worst[1], rows  # the worst |bias| over tissues: smaller with the B1 map
+    csf_with, csf_without = rows["CSF"]
+    assert abs(csf_with[1][2]) < DEMO_MARGIN * abs(csf_without[1][2]), rows["CSF"]  # CSF T2 bias
+    assert csf_with[0][1] < DEMO_MARGIN * csf_without[0][1], rows["CSF"]  # CSF T1 sd: the B1 spread is gone

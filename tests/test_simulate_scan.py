@@ -433,13 +433,15 @@ def test_cli_b1_none_number_and_files(tmp_path, schedule) -> None:
     assert not (tmp_path / "r.h5").exists()
 
 
-#: Replay of the 3 T-like scan with the shipped (interim, B1-input) model. Noise-free, one 64 × 64 slice.
-#: With the B1 map the maps must be better than without it: per-tissue RMSE of T1 and T2 (WM, GM) and
-#: |median bias| of T2 (GM, CSF: without the map B1 errors of ±20 % bias them by several %, measured
-#: −6 % GM, −12 % CSF at 1 % noise). Only the ordering is tested (the interim model is only roughly accurate),
-#: with a margin: the map must cut the error by at least this factor (measured: RMSE ratios 0.08–0.44, bias
-#: ratios ≤ 0.25).
+#: Replay of the 3 T-like scan with the shipped (B1-input) model. Noise-free, one 64 × 64 slice.
+#: With the B1 map the maps must be better than without it: per-tissue RMSE of T1 and T2 (WM, GM) must drop
+#: by at least this factor (measured with the 64-64 model: RMSE ratios 0.05–0.5). The |median bias| of T2 in GM
+#: and CSF must drop too, unless it is already below MEDIAN_BIAS_FLOOR without the map: with the 64-64 model
+#: the median CSF voxel of this phantom sits where B1 ≈ 1.2 and its T2 is within 0.1 % even without the map
+#: (its RMSE over the tissue, which the B1 errors elsewhere dominate, is the test there).
 B1_IMPROVEMENT = 0.8
+#: A median T2 bias this small (0.5 %) needs no B1 map to be cut further.
+MEDIAN_BIAS_FLOOR = 0.005
 
 
 def test_replay_with_the_b1_map_recovers_t1_t2_better_than_without(tmp_path, schedule) -> None:
@@ -472,4 +474,6 @@ def test_replay_with_the_b1_map_recovers_t1_t2_better_than_without(tmp_path, sch
         for name in ("T1", "T2"):
             assert with_map[tissue, name][0] < B1_IMPROVEMENT * without[tissue, name][0], (tissue, name, errors)
     for tissue in ("GM", "CSF"):
-        assert with_map[tissue, "T2"][1] < B1_IMPROVEMENT * without[tissue, "T2"][1], (tissue, errors)
+        assert with_map[tissue, "T2"][1] < max(B1_IMPROVEMENT * without[tissue, "T2"][1], MEDIAN_BIAS_FLOOR), (
+            tissue, errors)
+        assert with_map[tissue, "T2"][0] < B1_IMPROVEMENT * without[tissue, "T2"][0], (tissue, errors)
