@@ -13,7 +13,7 @@ For the shipped model and each candidate (float32/bf16 as ``predict`` picks, CPU
 * WM/GM/CSF at B1 0.70:0.05:1.30 given as a map value, noise-free: worst |error| T1/T2 (goal 2 % / 3 %);
 * the ISMRM/NIST spheres with T2 ≥ 30 ms (both arrays, B1 = 1, noise-free): worst |error| (goal 5 %);
 * a 128 × 128 slice: ``predict`` (``precision="auto"``, and ``"fp32"``) and the full ``reconstruct`` (M0 table,
-  every voxel), median of 20.
+  every voxel), median of 30 rounds in which the models take turns call by call (``time_round_robin``).
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ GOALS = {"rmse_t1_ms": 9.3, "rmse_t2_ms": 8.8, "noisy_within": 0.03, "tissue_t1_
 TISSUES = {"WM": (663.0, 83.0), "GM": (1110.0, 96.0), "CSF": (3799.0, 870.0)}
 
 
-def evaluate(model: Any, paper: Any, noisy: np.ndarray, repeats: int = 20) -> dict[str, Any]:
+def evaluate(model: Any, paper: Any, noisy: np.ndarray) -> dict[str, Any]:
     from drone_core.epg import simulate
     from drone_core.metrics import rmse
     from drone_core.phantoms import NIST_EXCLUDE_T2_BELOW_MS, NIST_T1_ARRAY, NIST_T2_ARRAY
-    from drone_core.reconstruct import reconstruct
 
     ones = np.ones(len(paper))
     out: dict[str, Any] = {"architecture": model.network.architecture(),
@@ -61,17 +60,32 @@ def evaluate(model: Any, paper: Any, noisy: np.ndarray, repeats: int = 20) -> di
     sig = np.abs(np.asarray(simulate(model.schedule, st1, st2, dtype=torch.float64)))
     e1, e2 = model.predict(sig, np.ones(st1.size))
     out["nist_worst_pct"] = float(max(np.abs(e1 / st1 - 1).max(), np.abs(e2 / st2 - 1).max()) * 100)
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(paper), 128 * 128, replace=False)
-    slice_sig = noisy[pick].astype(np.float32)
-    frames = np.ascontiguousarray(slice_sig.T.reshape(-1, 128, 128))
-    b1_map = np.ones((128, 128))
-    for name, fn in (("predict_ms", lambda: model.predict(slice_sig, np.ones(pick.size))),
-                     ("predict_fp32_ms", lambda: model.predict(slice_sig, np.ones(pick.size), precision="fp32")),
-                     ("reconstruct_ms", lambda: reconstruct(frames, model, mask_threshold=0, b1=b1_map))):
-        out[name] = statistics.median(runs(fn, repeats, warmup=3)) * 1e3
     out["training_seconds"] = model.training.get("seconds")
     return out
+
+
+def time_round_robin(models: dict[str, Any], noisy: np.ndarray, rounds: int = 30) -> dict[str, dict[str, float]]:
+    """Median ms of ``predict`` (auto, fp32) and ``reconstruct`` of a 128 × 128 slice per model, the models taking
+    turns call by call for ``rounds`` rounds (a load that comes and goes hits every model alike)."""
+    from drone_core.reconstruct import reconstruct
+
+    rng = np.random.default_rng(0)
+    pick = rng.choice(noisy.shape[0], 128 * 128, replace=False)
+    slice_sig = noisy[pick].astype(np.float32)
+    frames = np.ascontiguousarray(slice_sig.T.reshape(-1, 128, 128))
+    b1_map, b1 = np.ones((128, 128)), np.ones(pick.size)
+    calls = {"predict_ms": lambda m: m.predict(slice_sig, b1),
+             "predict_fp32_ms": lambda m: m.predict(slice_sig, b1, precision="fp32"),
+             "reconstruct_ms": lambda m: reconstruct(frames, m, mask_threshold=0, b1=b1_map)}
+    samples: dict[str, dict[str, list[float]]] = {name: {k: [] for k in calls} for name in models}
+    for name, model in models.items():
+        for fn in calls.values():
+            runs(lambda: fn(model), 0, warmup=3)
+    for _ in range(rounds):
+        for name, model in models.items():
+            for key, fn in calls.items():
+                samples[name][key] += runs(lambda: fn(model), 1, warmup=0)
+    return {name: {k: statistics.median(v) * 1e3 for k, v in d.items()} for name, d in samples.items()}
 
 
 def label(name: str, row: dict[str, Any]) -> str:
@@ -137,12 +151,15 @@ def main() -> int:
     paper = Dictionary.generate(default_schedule(), *paper_grid())
     noisy = add_noise(torch.from_numpy(paper.atoms), 0.005, generator=torch.Generator().manual_seed(1)).numpy()
     reference = default_model() if args.reference is None else DroneModel.load(args.reference)
-    rows = {"reference": evaluate(reference, paper, noisy)}
+    models = {"reference": reference}
     for path in args.models:
         model = DroneModel.load(path)
         if model.m0_table is None:
             model.with_m0_table()
-        rows[str(path)] = evaluate(model, paper, noisy)
+        models[str(path)] = model
+    rows = {name: evaluate(model, paper, noisy) for name, model in models.items()}
+    for name, times in time_round_robin(models, noisy).items():
+        rows[name].update(times)
     ref = rows["reference"]["rmse_0.5pct_ms"]
     for row in rows.values():
         noisy_ok = all(r <= (1 + GOALS["noisy_within"]) * s for r, s in zip(row["rmse_0.5pct_ms"], ref))

@@ -200,8 +200,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``drone`` argument parser (one subparser per subcommand)."""
+#: The subcommands, in the order of ``drone --help``.
+COMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "replay", "serve", "send", "experiments",
+            "compare", "demo")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``drone`` argument parser (one subparser per subcommand).
+
+    Args:
+        command: build only this subcommand's arguments (the others are listed, without theirs): their
+            modules — several import torch, ~1–2 s — are then not imported for a command that needs none
+            (``drone replay``, ``drone send``). None: every subcommand's.
+    """
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     p = argparse.ArgumentParser(prog="drone", description="DRONE MR fingerprinting: simulate, train, reconstruct.")
     from drone_core import __version__
 
@@ -243,64 +258,71 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Adam with random restarts on flip angles and TRs (drone_training.schedule_design); "
                                    "the slice profile of --schedule's excitation (default: the package's) is in the "
                                    "signal model; --b1-cost designs for B1 estimated from the fingerprint.")
-    from drone_training.schedule_design import add_arguments as add_design_arguments
+    if wanted("design-schedule"):
+        from drone_training.schedule_design import add_arguments as add_design_arguments
 
-    add_design_arguments(g)
+        add_design_arguments(g)
     g.set_defaults(func=_cmd_design)
 
     t = sub.add_parser("train", help="train a DRONE network from EPG simulations",
                        description="Train the DRONE MLP (paper defaults) and write model.safetensors, loss_curve.png, "
                                    "scatter.png and summary.json. For data parallel training use "
                                    "`torchrun --nproc_per_node N -m drone_training.train` with the same options.")
-    from drone_training.train import add_train_arguments
+    if wanted("train"):
+        from drone_training.train import add_train_arguments
 
-    add_train_arguments(t)
+        add_train_arguments(t)
     t.set_defaults(func=_cmd_train)
-
-    from drone_gadgets.scan import add_arguments as add_scan_arguments
 
     ss = sub.add_parser("simulate-scan", help="simulate a phantom MRF scan as an ISMRMRD .h5 file, with its true maps",
                         description="Brain (MNI152) or ISMRM/NIST phantom → EPG frames (+ noise) → ISMRMRD .h5 "
                                     "for replay or Gadgetron.")
-    add_scan_arguments(ss)
-    ss.set_defaults(func=_cmd_simulate_scan)
+    if wanted("simulate-scan"):
+        from drone_gadgets.scan import add_arguments as add_scan_arguments
 
-    from drone_gadgets.replay import add_arguments as add_replay_arguments
+        add_scan_arguments(ss)
+    ss.set_defaults(func=_cmd_simulate_scan)
 
     r = sub.add_parser("replay", help="replay an ISMRMRD .h5 through the drone_mrf gadget as Gadgetron runs it",
                        description="Stream IN.h5's image frames through `python -m gadgetron … drone_gadgets.gadget "
                                    "drone_mrf` and write the T1/T2/M0 maps to OUT.h5 (/<group>/image_<series>), "
                                    "optionally PNG/NIfTI.")
-    add_replay_arguments(r)
+    if wanted("replay"):
+        from drone_gadgets.replay import add_arguments as add_replay_arguments
+
+        add_replay_arguments(r)
     r.set_defaults(func=_cmd_replay)
 
-    try:
-        from drone_gadgets.server import add_arguments as add_serve_arguments
-    except ImportError as exc:
-        add_serve_arguments = _missing_extra("serve", exc)
     sv = sub.add_parser("serve", help="a standing reconstruction server for ISMRMRD stream clients (port 9002)",
                         description="Serve MRD clients (drone send, python-ismrmrd-server's client, FIRE): each "
                                     "connection's frames go through the drone_mrf gadget's stages and its T1/T2/M0 "
                                     "maps go back. Stops cleanly on SIGTERM.")
-    add_serve_arguments(sv)
+    if wanted("serve"):
+        try:
+            from drone_gadgets.server import add_arguments as add_serve_arguments
+        except ImportError as exc:
+            add_serve_arguments = _missing_extra("serve", exc)
+        add_serve_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
 
-    try:
-        from drone_gadgets.client import add_arguments as add_send_arguments
-    except ImportError as exc:
-        add_send_arguments = _missing_extra("send", exc)
     sd = sub.add_parser("send", help="send an ISMRMRD .h5's frames to a reconstruction server, write the maps",
                         description="The client of `drone serve`: CONFIG, HEADER, the images of IN.h5, CLOSE; the "
                                     "maps it returns go to OUT.h5 (/<group>/image_<series>), optionally PNG/NIfTI.")
-    add_send_arguments(sd)
+    if wanted("send"):
+        try:
+            from drone_gadgets.client import add_arguments as add_send_arguments
+        except ImportError as exc:
+            add_send_arguments = _missing_extra("send", exc)
+        add_send_arguments(sd)
     sd.set_defaults(func=_cmd_send)
-
-    from drone_training.experiments import add_arguments as add_experiment_arguments
 
     ex = sub.add_parser("experiments", help="reproduce the DRONE paper's experiments (figures + JSON)",
                         description="Run one of the paper's experiments (or all) and write its PNG figures and a "
                                     "JSON of numbers next to the paper's; --quick runs the small seeded variant.")
-    add_experiment_arguments(ex)
+    if wanted("experiments"):
+        from drone_training.experiments import add_arguments as add_experiment_arguments
+
+        add_experiment_arguments(ex)
     ex.set_defaults(func=_cmd_experiments)
 
     c2 = sub.add_parser("compare", help="DRONE vs dictionary matching vs the Cramér–Rao bound on tissue fingerprints",
@@ -311,22 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     c2.add_argument("--seed", type=int, default=0)
     c2.set_defaults(func=_cmd_compare)
 
-    from drone_cli.demo import add_arguments as add_demo_arguments
-
     d = sub.add_parser("demo", help="simulate a brain scan, replay it through the gadget, compare with the truth",
                        description="The product end to end: brain phantom under a 3 T-like B1 field → ISMRMRD scan "
                                    "with its B1 map → the drone_mrf gadget over loopback with the shipped model, with "
                                    "the B1 map (b1=stream) and without (b1=none) → maps, per-tissue accuracy side by "
                                    "side and figures.")
-    add_demo_arguments(d)
+    if wanted("demo"):
+        from drone_cli.demo import add_arguments as add_demo_arguments
+
+        add_demo_arguments(d)
     d.set_defaults(func=_cmd_demo)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``drone`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(words)
     func: Callable[[argparse.Namespace], int] = args.func
     if getattr(args, "missing", None):
         print(args.missing, file=sys.stderr)

@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: parsing a schedule (a header check) needs none
+    import torch
 
 from .validation import check_fields, finite_number
 
@@ -252,6 +254,8 @@ class ProfileTable:
         Raises:
             ValueError: a rotation outside ``[0, TABLE_MAX_DEG]`` (B1 × flip angle too large).
         """
+        import torch
+
         with torch.no_grad():
             if alpha_deg.numel() and (float(alpha_deg.min()) < 0.0 or float(alpha_deg.max()) > TABLE_MAX_DEG):
                 raise ValueError(f"flip angle × B1: expected 0 … {TABLE_MAX_DEG:g} degrees for the slice profile, "

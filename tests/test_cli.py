@@ -103,3 +103,20 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     csf_with, csf_without = rows["CSF"]
     assert abs(csf_with[1][2]) < DEMO_MARGIN * abs(csf_without[1][2]), rows["CSF"]  # CSF T2 bias
     assert csf_with[0][1] < DEMO_MARGIN * csf_without[0][1], rows["CSF"]  # CSF T1 sd: the B1 spread is gone
+
+
+def test_commands_that_need_no_torch_do_not_import_it() -> None:
+    """`drone replay`/`drone send` only stream files: neither their parser nor their modules (the header check
+    parses the schedule and its excitation) may import torch (≈ 1–2 s of start-up); each subcommand's arguments
+    are built only for it, and drone_core.excitation imports torch where it computes."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom drone_cli.main import main\n"
+            "import drone_gadgets.header, drone_gadgets.loopback, drone_gadgets.replay, drone_gadgets.client\n"
+            "for cmd in ('replay', 'send'):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n            main([cmd, '--help'])\n        except SystemExit:\n            pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 0 and out.stdout.strip() == "False", (out.stdout, out.stderr[-2000:])
