@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     summary["median_slices_per_second"] = args.slices / summary["median_seconds"]
     goal = ""
-    if args.slices == 20:  # the goal: the 20 slices of a 3-s multi-slice acquisition in under 3 s
-        goal = f"; goal (20 slices < 3 s): {'met' if summary['median_seconds'] < 3 else 'NOT met'}"
+    if args.slices == 20:  # the goals: the 20 slices of a 3-s multi-slice acquisition in < 3 s, then ≤ 1.5 s
+        med = summary["median_seconds"]
+        goal = (f"; goals (20 slices < 3 s; ≤ 1.5 s): {'met' if med < 3 else 'NOT met'}; "
+                f"{'met' if med <= 1.5 else 'NOT met'}")
     print(f"median {summary['median_seconds']:.2f} s for {args.slices} slices "
           f"({summary['median_slices_per_second']:.1f} slices/s); best {summary['best_seconds']:.2f} s{goal}")
     if args.json:
