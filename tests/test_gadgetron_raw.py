@@ -330,7 +330,9 @@ def test_a_noise_scan_on_a_server_without_storage_fails_with_a_hint(gadgetron_se
 def test_b1_map_from_a_file_corrects_the_raw_chains_maps(gadgetron_server: GadgetronServer, tmp_path: Path) -> None:
     """Inline B1 correction: a raw scan under a 3 T-like transmit field (0.8–1.2) through the GRAPPA chain,
     the gadget given the scan's B1 map from a file (``b1=file:raw.h5``, written into the chain by ``--set``):
-    T2 per tissue within 3 %, while B1 = 1 assumed misses GM's T2 by more than 4 %."""
+    T2 per tissue within 3 %, and the worst tissue's T2 error at most half of what it is with B1 = 1 assumed,
+    which must be visibly off (> 1.5 %; the shipped 64-64 network: GM −1.7 %, WM +1.9 % without, −0.5 / +0.4 %
+    with the map)."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
     from drone_gadgets.rawscan import RawProtocol, write_raw_scan
@@ -351,4 +353,5 @@ def test_b1_map_from_a_file_corrects_the_raw_chains_maps(gadgetron_server: Gadge
                                         / truth["t2"][eroded(truth["labels"], label)].mean() - 1)
                             for name, label in TISSUES.items() if name != "CSF"}
     assert all(abs(e) < MEAN_TOLERANCE for e in errors["file"].values()), errors
-    assert abs(errors["none"]["GM"]) > 0.04, errors
+    worst = {mode: max(abs(e) for e in errors[mode].values()) for mode in errors}
+    assert worst["none"] > 0.015 and worst["file"] < 0.5 * worst["none"], errors
