@@ -434,11 +434,10 @@ def test_cli_b1_none_number_and_files(tmp_path, schedule) -> None:
 
 
 #: Replay of the 3 T-like scan with the shipped (B1-input) model. Noise-free, one 64 × 64 slice.
-#: With the B1 map the maps must be better than without it: per-tissue RMSE of T1 and T2 (WM, GM) must drop
-#: by at least this factor (measured with the 64-64 model: RMSE ratios 0.05–0.5). The |median bias| of T2 in GM
-#: and CSF must drop too, unless it is already below MEDIAN_BIAS_FLOOR without the map: with the 64-64 model
-#: the median CSF voxel of this phantom sits where B1 ≈ 1.2 and its T2 is within 0.1 % even without the map
-#: (its RMSE over the tissue, which the B1 errors elsewhere dominate, is the test there).
+#: With the B1 map the maps must be better than without it: per-tissue RMSE of T1 and T2 must drop by at least
+#: this factor (measured with the 64-64 model: ratios 0.10–0.25 in WM and GM, 0.006–0.016 in CSF). The |median
+#: bias| of T2 in GM and CSF must drop too, unless it is below MEDIAN_BIAS_FLOOR without the map: with the 64-64
+#: model CSF's median T2 is within 0.09 % even without it (its RMSE, 160× larger without, shows the B1 errors).
 B1_IMPROVEMENT = 0.8
 #: A median T2 bias this small (0.5 %) needs no B1 map to be cut further.
 MEDIAN_BIAS_FLOOR = 0.005
