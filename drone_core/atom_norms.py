@@ -30,7 +30,7 @@ import torch
 
 from .schedule import Schedule
 
-__all__ = ["AtomNormTable", "DEFAULT_SHAPE", "norm_ratio_m0", "TENSOR_KEY"]
+__all__ = ["AtomNormTable", "DEFAULT_SHAPE", "norm_ratio_m0", "ratio_of_norms", "TENSOR_KEY"]
 
 #: Grid points (B1, T1, T2) of a table for a B1-input model (B1 = 1 only: one plane).
 DEFAULT_SHAPE = (21, 96, 96)
@@ -196,9 +196,8 @@ def norm_ratio_m0(signal_magnitudes: np.ndarray | torch.Tensor, atom_norms: np.n
     """
     if isinstance(signal_magnitudes, torch.Tensor):
         s = torch.nan_to_num(signal_magnitudes.abs(), nan=0.0, posinf=0.0, neginf=0.0)
-        a = torch.as_tensor(atom_norms, dtype=s.dtype, device=s.device)
-        num = torch.linalg.vector_norm(s, dim=1)
-        return torch.where(a > 0, num / torch.where(a > 0, a, torch.ones_like(a)), torch.zeros_like(a))
+        return ratio_of_norms(torch.linalg.vector_norm(s, dim=1),
+                              torch.as_tensor(atom_norms, dtype=s.dtype, device=s.device))
     s_np = np.abs(np.asarray(signal_magnitudes))
     s_np = np.where(np.isfinite(s_np), s_np, 0)
     a_np = np.asarray(atom_norms, dtype=np.float64)
@@ -206,3 +205,10 @@ def norm_ratio_m0(signal_magnitudes: np.ndarray | torch.Tensor, atom_norms: np.n
     out = np.zeros(num.shape, dtype=np.float64)
     np.divide(num, a_np, out=out, where=a_np > 0)
     return out
+
+
+def ratio_of_norms(signal_norms: torch.Tensor, atom_norms: torch.Tensor) -> torch.Tensor:
+    """M0 = ‖|s|‖ / ‖|a|‖ from the two ``(n,)`` norms (tensors, same device); 0 where the atom's norm is 0."""
+    ok = atom_norms > 0
+    return torch.where(ok, signal_norms / torch.where(ok, atom_norms, torch.ones_like(atom_norms)),
+                       torch.zeros_like(atom_norms))

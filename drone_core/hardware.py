@@ -43,8 +43,8 @@ def keep_freed_memory() -> bool:
 
     By default every array above ~128 KiB–32 MiB is a fresh ``mmap``, so each new tensor of a slice
     pays a page fault per 4 KiB on first touch: for a 128 × 128 slice through the shipped 64-64 network
-    ``reconstruct`` takes 9.3 ms that way against 7.7 ms with this setting (docs/BENCHMARKS.md). With this setting (``mallopt``:
-    ``M_MMAP_THRESHOLD`` = :data:`MMAP_THRESHOLD_BYTES`, ``M_TRIM_THRESHOLD`` = 4 × that) such blocks
+    ``reconstruct`` takes 9.3 ms that way against 7.7 ms with this setting (docs/BENCHMARKS.md). With it
+    (``mallopt``: ``M_MMAP_THRESHOLD`` = :data:`MMAP_THRESHOLD_BYTES`, ``M_TRIM_THRESHOLD`` = 4 × that) such blocks
     come from the heap and are reused; the process keeps up to its high-water mark of them. Called
     once by the processes that reconstruct (the gadget, ``drone`` commands, benchmarks), never on
     import. A no-op returning False where the C library is not glibc (macOS, musl).

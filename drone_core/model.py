@@ -42,7 +42,7 @@ from .epg import simulate
 from .hardware import cpu_flags
 from .atom_norms import DEFAULT_SHAPE as DEFAULT_TABLE_SHAPE
 from .atom_norms import TENSOR_KEY as M0_TABLE_KEY
-from .atom_norms import AtomNormTable
+from .atom_norms import AtomNormTable, ratio_of_norms
 from .m0 import fit_m0
 from .schedule import Schedule
 
@@ -261,6 +261,17 @@ class B1Use:
                    tuple(data.get("range", (1.0, 1.0))))  # type: ignore[arg-type]
 
 
+class _Prediction(NamedTuple):
+    """What :meth:`DroneModel._predict_tensors` computes, ``(n,)`` tensors on the model's device."""
+
+    t1_ms: torch.Tensor  # NaN where not valid
+    t2_ms: torch.Tensor
+    b1_estimate: torch.Tensor | None  # the network's B1 (a B1-estimating model), else None
+    valid: torch.Tensor  # bool: a finite, non-zero signal (and, with a B1 input, a B1 in range)
+    norm: torch.Tensor  # ‖|s|‖₂ of each input fingerprint
+    b1: torch.Tensor | None  # the B1 each estimate is for: the estimate, the B1 input, or None (1)
+
+
 class Estimate(NamedTuple):
     """Per-voxel estimates: ``(n,)`` float32 arrays; NaN/0 where the signal was invalid."""
 
@@ -463,8 +474,8 @@ class DroneModel:
         Returns:
             ``(t1_ms, t2_ms)`` float32 numpy arrays ``(n,)``; NaN where the signal is zero/not finite.
         """
-        t1, t2, _, _, _ = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
-        return t1.cpu().numpy(), t2.cpu().numpy()
+        pred = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
+        return pred.t1_ms.cpu().numpy(), pred.t2_ms.cpu().numpy()
 
     @torch.inference_mode()
     def predict_b1(self, signals: np.ndarray | torch.Tensor, *, batch_size: int = 65536,
@@ -476,17 +487,18 @@ class DroneModel:
         """
         if not self.b1.output:
             raise ValueError("this model does not estimate B1 (b1.output is False); give a B1 map instead")
-        t1, t2, b1, _, _ = self._predict_tensors(signals, None, batch_size=batch_size, precision=precision)
-        assert b1 is not None
-        return t1.cpu().numpy(), t2.cpu().numpy(), b1.cpu().numpy()
+        pred = self._predict_tensors(signals, None, batch_size=batch_size, precision=precision)
+        assert pred.b1_estimate is not None
+        return pred.t1_ms.cpu().numpy(), pred.t2_ms.cpu().numpy(), pred.b1_estimate.cpu().numpy()
 
-    def _b1_input(self, b1: Any, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The network's B1 feature ``(n, 1)`` and the in-range mask ``(n,)`` (None for models without input)."""
+    def _b1_input(self, b1: Any, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The network's B1 feature ``(n, 1)``, the in-range mask ``(n,)`` and the voxels' B1 values ``(n,)``
+        float32 (all None for models without input)."""
         if not self.b1.input:
             if b1 is not None:
                 raise ValueError("b1: this model takes no B1 input (it was trained at B1 = 1); use a model trained "
                                  "with a B1 input, or pass b1=None")
-            return None, None
+            return None, None, None
         if b1 is None:
             values = torch.ones(n, dtype=torch.float32, device=self.device)
         else:
@@ -501,12 +513,10 @@ class DroneModel:
         tol = 1e-6 * hi
         in_range = torch.isfinite(values) & (values >= lo - tol) & (values <= hi + tol)
         feature = self.b1.feature(torch.where(in_range, values, torch.ones_like(values)))
-        return feature, in_range
+        return feature, in_range, values
 
     def _predict_tensors(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int,
-                         precision: Precision
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``(t1_ms, t2_ms, b1 or None, valid, input norms)``, ``(n,)`` tensors on the model's device."""
+                         precision: Precision) -> _Prediction:
         precision = resolve_precision(precision, self.device,  # type: ignore[assignment]
                                       max(self.network.architecture()["hidden"], default=0))
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -514,7 +524,7 @@ class DroneModel:
         n_in = self.n_frames + self.network.n_extra_inputs
         # The network's input row: the normalised fingerprint, the B1 feature, and 1 (the bias, _forward_fast).
         x, valid, norm = _normalised(signals, self.n_frames, device=self.device, width=n_in + 1)
-        feature, in_range = self._b1_input(b1, x.shape[0])
+        feature, in_range, b1_values = self._b1_input(b1, x.shape[0])
         if feature is not None and in_range is not None:
             x[:, self.n_frames:n_in] = feature
             valid = valid & in_range
@@ -525,7 +535,8 @@ class DroneModel:
         t1, t2 = self.unit_to_ms(y)
         nan = torch.full_like(t1, float("nan"))
         b1_est = torch.where(valid, self.unit_to_b1(y), nan) if self.b1.output else None
-        return torch.where(valid, t1, nan), torch.where(valid, t2, nan), b1_est, valid, norm
+        return _Prediction(torch.where(valid, t1, nan), torch.where(valid, t2, nan), b1_est, valid, norm,
+                           b1_est if b1_est is not None else b1_values)
 
     def estimate(self, signals: np.ndarray | torch.Tensor, b1: Any = None, *, batch_size: int = 65536,
                  precision: Precision = "auto") -> Estimate:
@@ -554,33 +565,19 @@ class DroneModel:
     def _estimate(self, signals: np.ndarray | torch.Tensor, b1: Any, *, batch_size: int,
                   precision: Precision) -> tuple[Estimate, np.ndarray | None]:
         with torch.inference_mode():
-            t1, t2, b1_est, valid, norm = self._predict_tensors(signals, b1, batch_size=batch_size,
-                                                                 precision=precision)
+            pred = self._predict_tensors(signals, b1, batch_size=batch_size, precision=precision)
+            t1, t2, valid = pred.t1_ms, pred.t2_ms, pred.valid
             if self.m0_table is not None:  # M0 = ‖|s|‖/‖|a|‖ from the table (drone_core.atom_norms), on the device
-                if b1_est is not None:
-                    b1_t: torch.Tensor | None = b1_est
-                elif b1 is not None:
-                    raw_t = b1.detach() if isinstance(b1, torch.Tensor) else torch.from_numpy(np.asarray(b1))
-                    b1_t = raw_t.to(device=t1.device, dtype=torch.float32).reshape(-1).expand_as(t1)
-                else:
-                    b1_t = None
                 atom = self.m0_table.norm(torch.nan_to_num(t1, nan=1.0), torch.nan_to_num(t2, nan=1.0),
-                                          None if b1_t is None else torch.nan_to_num(b1_t, nan=1.0))
-                ok = valid & (atom > 0)
-                m0_t = torch.where(ok, norm / torch.where(ok, atom, torch.ones_like(atom)), torch.zeros_like(atom))
+                                          None if pred.b1 is None else torch.nan_to_num(pred.b1, nan=1.0))
+                m0_t = torch.where(valid, ratio_of_norms(pred.norm, atom), torch.zeros_like(atom))
         t1_np, t2_np = t1.cpu().numpy(), t2.cpu().numpy()
         if self.m0_table is not None:
             m0 = m0_t.cpu().numpy()
         else:  # M0 by the least-squares scale of each voxel's simulated atom
-            if b1_est is not None:
-                b1_np = b1_est.cpu().numpy().astype(np.float64)
-            elif b1 is not None:
-                raw = b1.detach().cpu().numpy() if isinstance(b1, torch.Tensor) else np.asarray(b1)
-                b1_np = np.broadcast_to(raw.astype(np.float64).reshape(-1), t1_np.shape)
-            else:
-                b1_np = np.ones(t1_np.shape)
+            b1_np = np.ones(t1_np.shape) if pred.b1 is None else pred.b1.cpu().numpy().astype(np.float64)
             m0 = self._fitted_m0(signals, t1_np, t2_np, b1_np, valid.cpu().numpy())
-        b1_out = None if b1_est is None else b1_est.cpu().numpy().astype(np.float32)
+        b1_out = None if pred.b1_estimate is None else pred.b1_estimate.cpu().numpy().astype(np.float32)
         return Estimate(t1_np, t2_np, m0), b1_out
 
     def _fitted_m0(self, signals: np.ndarray | torch.Tensor, t1_np: np.ndarray, t2_np: np.ndarray,

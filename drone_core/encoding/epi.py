@@ -11,8 +11,9 @@ here is what it inverts):
   on the lobe (a balanced readout: acq_delay = (ramp_up + flat_top + ramp_down − n·dwell)/2). The
   k-space position is the gradient's area up to t_n, less half the lobe's area, scaled as the
   reconstruction scales it: the lobe's area less the parts of the ramps outside the window ("read
-  area") spans ``encode_nx`` — the sampled area for the readouts :meth:`EpiReadout.design` makes. Without ramp sampling (ramps 0) this is a uniform readout with
-  step ``encode_nx / n_samples`` (0.5 for 2× readout oversampling).
+  area") spans ``encode_nx`` — the sampled area for the readouts :meth:`EpiReadout.design` makes.
+  Without ramp sampling (ramps 0) this is a uniform readout with step ``encode_nx / n_samples`` (0.5
+  for 2× readout oversampling).
 * Lines of alternate polarity traverse k from +k to −k: a *reverse* line's sample n lies at −k_n.
   The samples are stored in acquisition (time) order; the reconstruction reverses them.
 * Image pixel p of an N-pixel row lies at (p − N/2)/N of the field of view; a sample at k of an
