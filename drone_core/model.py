@@ -20,6 +20,10 @@ estimate interpolated from the table (:mod:`drone_core.atom_norms`: no simulatio
 cheaper, within 0.1–0.3 % of the least-squares scale); without one, the least-squares scale that maps
 the magnitude atom at the estimate (simulated per voxel with M0 = 1 by :func:`drone_core.epg.simulate`)
 onto the measured magnitudes (:func:`drone_core.m0.fit_m0`).
+
+Uncertainty (:meth:`DroneModel.estimate_std`): with the model's :attr:`~DroneModel.uncertainty_table`
+(also stored in the file; the shipped model has one), the standard deviation of the network's T1 and
+T2 at a voxel's estimate and SNR, measured once by Monte Carlo (:mod:`drone_core.uncertainty`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from .atom_norms import TENSOR_KEY as M0_TABLE_KEY
 from .atom_norms import AtomNormTable, ratio_of_norms
 from .m0 import fit_m0
 from .schedule import Schedule
+from .uncertainty import TENSOR_KEY as UNCERTAINTY_TABLE_KEY
+from .uncertainty import UncertaintyTable
 
 __all__ = [
     "DroneMLP",
@@ -307,6 +313,9 @@ class DroneModel:
         m0_table: the norms of the schedule's atoms over the model's ranges
             (:class:`~drone_core.atom_norms.AtomNormTable`), for M0 without a per-voxel simulation
             (:meth:`estimate`); None: M0 by simulating each voxel's atom (:meth:`with_m0_table` adds one).
+        uncertainty_table: the sd of this network's estimates over (B1, T1, T2, SNR)
+            (:class:`~drone_core.uncertainty.UncertaintyTable`), for :meth:`estimate_std`; None: none
+            (:meth:`with_uncertainty_table` measures one).
     """
 
     network: DroneMLP
@@ -318,6 +327,7 @@ class DroneModel:
     target_transform: str = "linear"
     b1: B1Use = field(default_factory=B1Use)
     m0_table: AtomNormTable | None = None
+    uncertainty_table: UncertaintyTable | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.b1, B1Use):
@@ -343,6 +353,13 @@ class DroneModel:
         if self.m0_table is not None and self.m0_table.schedule_digest != self.schedule.digest():
             raise ValueError(f"m0_table: made for schedule digest {self.m0_table.schedule_digest}, the model's is "
                              f"{self.schedule.digest()}")
+        table = self.uncertainty_table
+        if table is not None and (table.schedule_digest != self.schedule.digest()
+                                  or table.network_digest != self.network_digest()):
+            raise ValueError("uncertainty_table: measured for other weights or another schedule (its digests "
+                             f"{table.network_digest[:12]}…/{table.schedule_digest} against the model's "
+                             f"{self.network_digest()[:12]}…/{self.schedule.digest()}); measure it again with "
+                             "with_uncertainty_table()")
         self._fast: dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ------------------------------------------------------------------ basics
@@ -602,6 +619,41 @@ class DroneModel:
                                             n_positions=n_positions)
         return self
 
+    def network_digest(self) -> str:
+        """SHA-256 of the network's weights alone (what an :class:`UncertaintyTable` is tied to)."""
+        return _weights_digest(self.network.state_dict())
+
+    def with_uncertainty_table(self, **options: Any) -> "DroneModel":
+        """Measure :attr:`uncertainty_table` (:meth:`UncertaintyTable.build` with ``options``; seconds) and return self."""
+        self.uncertainty_table = UncertaintyTable.build(self, network_digest=self.network_digest(), **options)
+        return self
+
+    def estimate_std(self, t1_ms: Any, t2_ms: Any, m0: Any, sigma: float, b1: Any = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted standard deviation (ms) of each voxel's T1 and T2 estimate (:mod:`drone_core.uncertainty`).
+
+        Args:
+            t1_ms, t2_ms, m0: ``(n,)`` the voxels' estimates (:meth:`estimate`), M0 in the signal's units.
+            sigma: the noise σ per real channel, in the signal's units (> 0).
+            b1: ``(n,)`` the B1 the estimates are for (the B1 map, or the estimated B1), or None (1).
+
+        Returns:
+            ``(sd_t1_ms, sd_t2_ms)`` float32 ``(n,)``; NaN where an estimate is not finite or M0 ≤ 0.
+
+        Raises:
+            ValueError: the model has no uncertainty table, or ``sigma`` is not > 0.
+        """
+        if self.uncertainty_table is None:
+            raise ValueError("this model has no uncertainty table (DroneModel.with_uncertainty_table() measures one; "
+                             "`drone train` stores one in the models it writes)")
+        if not (isinstance(sigma, (int, float, np.floating)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma: expected a noise level > 0, got {sigma!r}")
+        m0_np = np.asarray(m0, dtype=np.float32)
+        snr = np.where(m0_np > 0, m0_np / np.float32(sigma), np.float32("nan"))
+        sd1, sd2 = self.uncertainty_table.std(np.asarray(t1_ms), np.asarray(t2_ms), snr,
+                                              None if b1 is None else np.asarray(b1, dtype=np.float32))
+        return sd1.numpy(), sd2.numpy()
+
     # ------------------------------------------------------------------ files
     def metadata(self) -> dict[str, Any]:
         """The JSON stored in the file (without the weights digest)."""
@@ -620,6 +672,8 @@ class DroneModel:
             "architecture": self.network.architecture(),
             "training": self.training,
             **({"m0_table": self.m0_table.to_metadata()} if self.m0_table is not None else {}),
+            **({"uncertainty_table": self.uncertainty_table.to_metadata()}
+               if self.uncertainty_table is not None else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -629,6 +683,8 @@ class DroneModel:
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.network.state_dict().items()}
         if self.m0_table is not None:
             state[M0_TABLE_KEY] = torch.from_numpy(self.m0_table.log_norm.copy())
+        if self.uncertainty_table is not None:
+            state[UNCERTAINTY_TABLE_KEY] = torch.from_numpy(self.uncertainty_table.log_sd.copy())
         meta = self.metadata()
         meta["weights_sha256"] = _weights_digest(state)
         save_file(state, str(path), metadata={_META_KEY: json.dumps(meta)})
@@ -681,6 +737,15 @@ class DroneModel:
                 table = AtomNormTable.from_file_parts(meta["m0_table"], state.pop(M0_TABLE_KEY))
             except ValueError as exc:
                 raise ValueError(f"{p}: {exc}") from None
+        uncertainty = None
+        if UNCERTAINTY_TABLE_KEY in state or "uncertainty_table" in meta:
+            if UNCERTAINTY_TABLE_KEY not in state or "uncertainty_table" not in meta:
+                raise ValueError(f"{p}: the uncertainty table's values and its description must both be there")
+            try:
+                uncertainty = UncertaintyTable.from_file_parts(meta["uncertainty_table"],
+                                                               state.pop(UNCERTAINTY_TABLE_KEY))
+            except ValueError as exc:
+                raise ValueError(f"{p}: {exc}") from None
         network = DroneMLP.from_architecture(meta["architecture"])
         try:
             network.load_state_dict(state, strict=True)
@@ -688,7 +753,8 @@ class DroneModel:
             raise ValueError(f"{p}: weights do not fit the recorded architecture ({exc})") from exc
         model = cls(network, schedule, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]),
                     meta.get("training", {}), meta.get("drone_version", "unknown"),
-                    meta.get("target", {}).get("transform", "linear"), B1Use.from_dict(meta.get("b1")), table)
+                    meta.get("target", {}).get("transform", "linear"), B1Use.from_dict(meta.get("b1")), table,
+                    uncertainty)
         return model.to(device)
 
 

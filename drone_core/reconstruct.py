@@ -10,10 +10,20 @@ trained with a B1 input, or a dictionary with a B1 axis). Foreground voxels whos
 or outside the estimator's B1 range get no estimate (maps 0, mask False) — nothing is computed with
 a made-up B1. An estimator that estimates B1 itself (:func:`estimates_b1`) returns a B1 map too.
 
-Mask: the L2 norm of every voxel's fingerprint over the N frames is compared with the slice's
-99th-percentile norm; voxels below ``mask_threshold`` times it (and all-zero voxels) are
-background and get T1 = T2 = M0 = 0, as do voxels the estimator cannot fit (NaN). Only
-foreground voxels are passed to the estimator.
+Mask (:mod:`drone_core.masking`): by default noise-aware — the noise σ of the slice is estimated
+from its own background (the darkest population of fingerprint norms, χ²-distributed in air) and a
+voxel is foreground when its fingerprint RMS over the frames is at least ``mask_snr`` × σ; isolated
+foreground voxels are then dropped. ``mask_threshold`` = a fraction keeps the older rule: voxels
+below that fraction of the slice's 99th-percentile fingerprint norm are background (it is also the
+fallback, at :data:`DEFAULT_MASK_THRESHOLD`, when the slice has no noise-only background, e.g. a
+noise-free simulation). Background voxels, all-zero voxels and voxels the estimator cannot fit (NaN)
+get T1 = T2 = M0 = 0. Only foreground voxels are passed to the estimator.
+
+Optional maps: ``uncertainty=True`` adds ``t1_sd``/``t2_sd``, each voxel's predicted standard
+deviation (ms) at its estimate and SNR (:mod:`drone_core.uncertainty`; a model with an
+uncertainty table); ``goodness_of_fit=True`` adds ``fit``, the residual between the fingerprint and
+the atom at its estimate in units of the noise (:mod:`drone_core.goodness_of_fit`). Both need the
+slice's σ: where it is unknown they are 0 everywhere (and ``noise.sigma`` is None).
 """
 
 from __future__ import annotations
@@ -23,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SliceMaps", "reconstruct", "estimate", "foreground_mask", "accepts_b1", "estimates_b1",
-           "DEFAULT_MASK_THRESHOLD", "MASK_PERCENTILE"]
+from .masking import DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD, MASK_PERCENTILE, NoiseEstimate, foreground
 
-#: Default background threshold, as a fraction of the slice's 99th-percentile fingerprint norm.
-DEFAULT_MASK_THRESHOLD = 0.05
-#: Percentile of the fingerprint norms that the threshold is relative to (robust to a few hot voxels).
-MASK_PERCENTILE = 99.0
+__all__ = ["SliceMaps", "reconstruct", "estimate", "foreground_mask", "accepts_b1", "estimates_b1",
+           "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_SNR", "MASK_PERCENTILE", "OPTIONAL_MAPS"]
+
+#: Maps :func:`reconstruct` adds on request, besides T1, T2, M0 (and B1).
+OPTIONAL_MAPS: tuple[str, ...] = ("t1_sd", "t2_sd", "fit")
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +53,14 @@ class SliceMaps:
         mask: bool, True where the maps hold an estimate.
         b1: relative B1 estimated from the fingerprints (0 outside the mask), float32, or None
             when the estimator does not estimate B1.
+        noise: the slice's noise estimate (:class:`~drone_core.masking.NoiseEstimate`; ``sigma`` None
+            when the slice has no noise-only background).
+        mask_rule: ``"noise"`` (RMS ≥ ``mask_snr``·σ) or ``"fraction"`` (of the 99th-percentile norm).
+        t1_sd, t2_sd: predicted standard deviation of T1 and T2, ms, float32 (0 outside the mask), or
+            None when not asked for.
+        fit: goodness of fit (residual in units of the noise; ≈ 1 where the model explains the voxel),
+            float32 (0 outside the mask), or None when not asked for.
+        n_unestimated: foreground voxels the estimator gave no estimate (B1 unknown or out of its range, NaN).
     """
 
     t1: np.ndarray
@@ -50,13 +68,26 @@ class SliceMaps:
     m0: np.ndarray
     mask: np.ndarray
     b1: np.ndarray | None = None
+    noise: NoiseEstimate | None = None
+    mask_rule: str = "fraction"
+    t1_sd: np.ndarray | None = None
+    t2_sd: np.ndarray | None = None
+    fit: np.ndarray | None = None
+    n_unestimated: int = 0
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """``{"t1": …, "t2": …, "m0": …}`` (and ``"b1"`` when estimated)."""
+        """``{"t1": …, "t2": …, "m0": …}``, and ``"b1"``, ``"t1_sd"``, ``"t2_sd"``, ``"fit"`` when present."""
         out = {"t1": self.t1, "t2": self.t2, "m0": self.m0}
-        if self.b1 is not None:
-            out["b1"] = self.b1
+        for name in ("b1",) + OPTIONAL_MAPS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
+
+    @property
+    def noise_sigma(self) -> float | None:
+        """The slice's estimated noise σ per real channel (frames' units), or None when unknown."""
+        return None if self.noise is None else self.noise.sigma
 
 
 def accepts_b1(estimator: Any) -> bool:
@@ -101,34 +132,22 @@ def estimate(estimator: Any, signals: np.ndarray, b1: np.ndarray | None = None
             None if b1_est is None else np.asarray(b1_est, dtype=np.float32))
 
 
-def _percentile(values: np.ndarray, q: float) -> float:
-    """``np.percentile(values, q)`` (linear interpolation), with one partition instead of a sort; 0 when empty."""
-    if values.size == 0:
-        return 0.0
-    position = (values.size - 1) * q / 100.0
-    lo = int(np.floor(position))
-    hi = min(lo + 1, values.size - 1)
-    part = np.partition(values, (lo, hi))
-    return float(part[lo] + (part[hi] - part[lo]) * (position - lo))
-
-
-def _mask(norms: np.ndarray, mask_threshold: float) -> np.ndarray:
-    """Foreground: a norm above 0 and at least ``mask_threshold`` × the :data:`MASK_PERCENTILE` th percentile."""
-    return (norms > 0) & (norms >= mask_threshold * _percentile(norms, MASK_PERCENTILE))
-
-
-def foreground_mask(frames: np.ndarray, mask_threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
+def foreground_mask(frames: np.ndarray, mask_threshold: float | None = None, *,
+                    mask_snr: float = DEFAULT_MASK_SNR, despeckle: bool | None = None) -> np.ndarray:
     """The voxels :func:`reconstruct` passes to the estimator (before it drops those it cannot fit).
 
     Args:
         frames: ``(N, …)`` magnitudes (finite, ≥ 0; not checked here).
-        mask_threshold: as for :func:`reconstruct`.
+        mask_threshold, mask_snr, despeckle: as for :func:`reconstruct`.
 
     Returns:
         bool, ``frames.shape[1:]``.
     """
     by_frame = np.ascontiguousarray(frames, dtype=np.float32).reshape(np.shape(frames)[0], -1)
-    return _mask(np.sqrt(_squared_norms(by_frame)), mask_threshold).reshape(np.shape(frames)[1:])
+    spatial = np.shape(frames)[1:]
+    fg = foreground(_squared_norms(by_frame).reshape(spatial), by_frame.shape[0], threshold=mask_threshold,
+                    snr=mask_snr, remove_isolated=(mask_threshold is None) if despeckle is None else despeckle)
+    return fg.mask
 
 
 def _squared_norms(by_frame: np.ndarray) -> np.ndarray:
@@ -139,34 +158,47 @@ def _squared_norms(by_frame: np.ndarray) -> np.ndarray:
     return sq
 
 
-def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float = DEFAULT_MASK_THRESHOLD,
-                b1: np.ndarray | None = None) -> SliceMaps:
+def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | None = None,
+                mask_snr: float = DEFAULT_MASK_SNR, despeckle: bool | None = None, b1: np.ndarray | None = None,
+                uncertainty: bool = False, goodness_of_fit: bool = False) -> SliceMaps:
     """Maps of one slice.
 
     Args:
         frames: ``(N, y, x)`` (or ``(N, z, y, x)``) magnitudes, N = the estimator's frame count,
             frames in acquisition order.
         estimator: a :class:`drone_core.model.DroneModel` or :class:`drone_core.matching.Matcher`.
-        mask_threshold: fraction in [0, 1) of the slice's 99th-percentile fingerprint norm below
-            which a voxel is background.
+        mask_threshold: None — the noise-aware mask (module docstring); a fraction in [0, 1) of the
+            slice's 99th-percentile fingerprint norm below which a voxel is background.
+        mask_snr: the noise-aware mask's threshold: fingerprint RMS over the frames ≥ this × σ (> 0).
+        despeckle: drop isolated foreground voxels; None — only with the noise-aware mask.
         b1: relative B1 map of spatial shape ``frames.shape[1:]`` (float), or None. Only for an
             estimator that :func:`accepts_b1`.
+        uncertainty: add the ``t1_sd``/``t2_sd`` maps (a model with an uncertainty table).
+        goodness_of_fit: add the ``fit`` map (an estimator with a schedule).
 
     Returns:
         :class:`SliceMaps` of spatial shape ``frames.shape[1:]``.
 
     Raises:
         ValueError: ``frames`` has fewer than 2 dimensions, non-finite or negative values, a
-            bad ``mask_threshold``, a B1 map of another shape, or a B1 map for an estimator that
-            takes none.
+            bad ``mask_threshold`` or ``mask_snr``, a B1 map of another shape, a B1 map for an
+            estimator that takes none, or an optional map the estimator cannot give.
     """
     arr = np.asarray(frames)
     if arr.ndim < 2 or arr.shape[0] < 1:
         raise ValueError(f"frames: expected shape (N, y, x), got {arr.shape}")
     if arr.dtype.kind == "c":
         arr = np.abs(arr)
-    if not (0.0 <= float(mask_threshold) < 1.0):
-        raise ValueError(f"mask_threshold: expected a number in [0, 1), got {mask_threshold}")
+    if mask_threshold is not None and not (0.0 <= float(mask_threshold) < 1.0):
+        raise ValueError(f"mask_threshold: expected None (noise-aware) or a number in [0, 1), got {mask_threshold}")
+    if not (isinstance(mask_snr, (int, float, np.floating)) and np.isfinite(mask_snr) and mask_snr > 0):
+        raise ValueError(f"mask_snr: expected a number > 0, got {mask_snr!r}")
+    if uncertainty and getattr(estimator, "uncertainty_table", None) is None:
+        raise ValueError(f"uncertainty: the estimator ({type(estimator).__name__}) has no uncertainty table (a DRONE "
+                         "model with one: the shipped model, or DroneModel.with_uncertainty_table())")
+    if goodness_of_fit and getattr(estimator, "schedule", None) is None:
+        raise ValueError(f"goodness_of_fit: the estimator ({type(estimator).__name__}) has no schedule to simulate "
+                         "the atoms with")
     n_frames, spatial = arr.shape[0], arr.shape[1:]
     by_frame = np.ascontiguousarray(arr, dtype=np.float32).reshape(n_frames, -1)  # (N, n_voxels)
     # One float32 pass gives the norms and, through them, finiteness (float64 only if the squares overflow).
@@ -184,11 +216,16 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float = D
             raise ValueError(f"b1: the estimator ({type(estimator).__name__}) takes no B1 map (a model trained with "
                              "a B1 input or a dictionary with a B1 axis does)")
         b1_flat = b1_arr.reshape(-1)
-    mask = _mask(np.sqrt(sq), mask_threshold)
+    fg = foreground(sq.reshape(spatial), n_frames, threshold=mask_threshold, snr=mask_snr,
+                    remove_isolated=(mask_threshold is None) if despeckle is None else bool(despeckle))
+    mask = fg.mask.reshape(-1).copy()
+    sigma = fg.noise.sigma
     t1 = np.zeros(mask.shape, dtype=np.float32)
     t2 = np.zeros_like(t1)
     m0 = np.zeros_like(t1)
     b1_map = np.zeros_like(t1) if estimates_b1(estimator) else None
+    extra = {name: np.zeros_like(t1) for name, wanted in
+             (("t1_sd", uncertainty), ("t2_sd", uncertainty), ("fit", goodness_of_fit)) if wanted}
     if mask.any():
         idx = np.flatnonzero(mask)
         # (n_foreground, N) rows, contiguous: one gather-and-transpose copy.
@@ -197,9 +234,25 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float = D
         ok = np.isfinite(e1) & np.isfinite(e2) & np.isfinite(em)
         if eb is not None:
             ok &= np.isfinite(eb)
-        t1[idx[ok]], t2[idx[ok]], m0[idx[ok]] = e1[ok], e2[ok], em[ok]
+        keep = idx[ok]
+        t1[keep], t2[keep], m0[keep] = e1[ok], e2[ok], em[ok]
         if b1_map is not None and eb is not None:
-            b1_map[idx[ok]] = eb[ok]
+            b1_map[keep] = eb[ok]
         mask[idx[~ok]] = False
+        b1_of = eb if eb is not None else (None if b1_flat is None else b1_flat[idx])
+        if extra and sigma is not None and sigma > 0 and ok.any():
+            b1_ok = None if b1_of is None else b1_of[ok]
+            if uncertainty:
+                sd1, sd2 = estimator.estimate_std(e1[ok], e2[ok], em[ok], sigma, b1_ok)
+                extra["t1_sd"][keep] = np.nan_to_num(sd1, nan=0.0)
+                extra["t2_sd"][keep] = np.nan_to_num(sd2, nan=0.0)
+            if goodness_of_fit:
+                from .goodness_of_fit import goodness_of_fit as fit_in_noise_units, residual_norms
+
+                res = residual_norms(estimator.schedule, signals[ok], np.clip(e1[ok], 1e-3, None),
+                                     np.clip(e2[ok], 1e-3, None), b1_ok)
+                extra["fit"][keep] = fit_in_noise_units(res, sigma, n_frames, 3 + int(eb is not None))
     return SliceMaps(t1.reshape(spatial), t2.reshape(spatial), m0.reshape(spatial), mask.reshape(spatial),
-                     None if b1_map is None else b1_map.reshape(spatial))
+                     None if b1_map is None else b1_map.reshape(spatial), fg.noise, fg.rule,
+                     **{name: value.reshape(spatial) for name, value in extra.items()},
+                     n_unestimated=int(fg.mask.sum() - mask.sum()))

@@ -21,10 +21,10 @@ from drone_core.model import DroneModel, default_model
 from drone_core.schedule import Schedule
 
 from .errors import SettingsError
-from .settings import GadgetSettings
+from .settings import UNCERTAINTY_MAPS, GadgetSettings
 
-__all__ = ["Estimator", "b1_capability", "b1_range", "build_estimator", "describe_estimator", "estimator_kind",
-           "estimator_schedule", "resolve_device", "warm_up"]
+__all__ = ["Estimator", "b1_capability", "b1_range", "build_estimator", "check_map_support", "describe_estimator",
+           "estimator_kind", "estimator_schedule", "resolve_device", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,21 @@ def build_estimator(settings: GadgetSettings) -> Estimator:
     log.info("estimator: %s on %s (%.2f s to prepare)", describe_estimator(estimator), device,
              time.perf_counter() - start)
     return estimator
+
+
+def check_map_support(settings: GadgetSettings, estimator: Any) -> None:
+    """Refuse maps the estimator cannot give: ``t1_sd``/``t2_sd`` need a DRONE model with an uncertainty table.
+
+    Raises:
+        SettingsError: naming the ``maps`` property and what would serve it.
+    """
+    wanted = [name for name in settings.maps if name in UNCERTAINTY_MAPS]
+    if wanted and getattr(estimator, "uncertainty_table", None) is None:
+        what = ("dictionary matching has none" if isinstance(estimator, Matcher)
+                else f"the model {settings.model!r} has none")
+        raise SettingsError(f"property 'maps': {', '.join(wanted)} need a DRONE network model with an uncertainty "
+                            f"table, and {what}; use estimator=network with the shipped model, or add a table to "
+                            f"the model file (DroneModel.load(path).with_uncertainty_table().save(path), seconds)")
 
 
 def warm_up(estimator: Estimator) -> None:

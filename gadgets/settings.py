@@ -33,6 +33,8 @@ __all__ = [
     "Property",
     "PROPERTIES",
     "MAP_NAMES",
+    "DEFAULT_MAPS",
+    "UNCERTAINTY_MAPS",
     "B1_MODES",
     "FRAME_COUNTER_FIELDS",
     "parse_properties",
@@ -45,7 +47,11 @@ __all__ = [
 ]
 
 #: The maps the gadget can emit, in emission order.
-MAP_NAMES: tuple[str, ...] = ("t1", "t2", "m0")
+MAP_NAMES: tuple[str, ...] = ("t1", "t2", "m0", "t1_sd", "t2_sd", "fit")
+#: The maps emitted unless the ``maps`` property says otherwise.
+DEFAULT_MAPS: tuple[str, ...] = ("t1", "t2", "m0")
+#: Maps that need the slice's noise level and a model that can give them (uncertainty, goodness of fit).
+UNCERTAINTY_MAPS: tuple[str, ...] = ("t1_sd", "t2_sd")
 #: ImageHeader counters that may number the frames of a fingerprint (``slice`` tells slices apart).
 FRAME_COUNTER_FIELDS: tuple[str, ...] = ("repetition", "contrast", "phase", "set", "average")
 #: Values of the ``b1`` property besides ``file:<path>``.
@@ -66,8 +72,13 @@ class GadgetSettings:
         frame_counter: ImageHeader field holding each frame's 0-based index in the fingerprint.
         frames_per_fingerprint: expected frame count N, or None to take it from the estimator.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
-        mask_threshold: voxels whose fingerprint L2 norm is below this fraction of the slice's
-            99th-percentile norm are background (maps 0). 0 keeps every non-zero voxel.
+        mask_threshold: None (property ``auto``): the noise-aware mask — a voxel is foreground when
+            its fingerprint RMS over the frames is ≥ ``mask_snr`` × the noise σ estimated from the
+            slice's background; a fraction: voxels whose fingerprint L2 norm is below it × the slice's
+            99th-percentile norm are background (maps 0; 0 keeps every non-zero voxel).
+        mask_snr: the noise-aware mask's threshold, in units of σ (air: √2 ≈ 1.41).
+        mask_despeckle: ``"auto"`` (drop isolated foreground voxels with the noise-aware mask only),
+            ``"true"`` or ``"false"``.
         series_index: ``image_series_index`` of each emitted map, by map name.
         maps: names of the maps to emit, a subset of :data:`MAP_NAMES` in emission order.
         schedule_check: ``"strict"``, ``"warn"`` or ``"off"``: what a schedule mismatch between
@@ -89,11 +100,16 @@ class GadgetSettings:
     frame_counter: str = "repetition"
     frames_per_fingerprint: int | None = None
     device: str = "auto"
-    mask_threshold: float = 0.05
+    mask_threshold: float | None = None
+    mask_snr: float = 2.0
+    mask_despeckle: str = "auto"
     t1_series_index: int = 100
     t2_series_index: int = 101
     m0_series_index: int = 102
-    maps: tuple[str, ...] = MAP_NAMES
+    t1_sd_series_index: int = 105
+    t2_sd_series_index: int = 106
+    fit_series_index: int = 107
+    maps: tuple[str, ...] = DEFAULT_MAPS
     schedule_check: str = "strict"
     b1: str = "none"
     b1_series_index: int = 5
@@ -102,8 +118,9 @@ class GadgetSettings:
 
     @property
     def series_index(self) -> dict[str, int]:
-        """``{"t1": …, "t2": …, "m0": …}`` image series indices (and ``"b1"`` with ``b1=estimate``)."""
-        out = {"t1": self.t1_series_index, "t2": self.t2_series_index, "m0": self.m0_series_index}
+        """``{"t1": …, "t2": …, "m0": …, "t1_sd": …, "t2_sd": …, "fit": …}`` image series indices (and
+        ``"b1"`` with ``b1=estimate``)."""
+        out = {name: getattr(self, f"{name}_series_index") for name in MAP_NAMES}
         if self.b1 == "estimate":
             out["b1"] = self.b1_map_series_index
         return out
@@ -112,6 +129,11 @@ class GadgetSettings:
     def output_maps(self) -> tuple[str, ...]:
         """The maps emitted per slice, in order: :attr:`maps`, then ``"b1"`` with ``b1=estimate``."""
         return self.maps + (("b1",) if self.b1 == "estimate" else ())
+
+    @property
+    def despeckle(self) -> bool | None:
+        """``mask_despeckle`` as :func:`drone_core.reconstruct.reconstruct` takes it (None: auto)."""
+        return None if self.mask_despeckle == "auto" else self.mask_despeckle == "true"
 
     @property
     def b1_mode(self) -> str:
@@ -146,7 +168,7 @@ def _property_text(prop: "Property", value: Any) -> str:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise SettingsError(f"property 'maps': expected a tuple of map names, got {value!r}")
         return ",".join(value)
-    if prop.attribute == "frames_per_fingerprint":
+    if prop.attribute in ("frames_per_fingerprint", "mask_threshold"):
         return "auto" if value is None else str(value)
     return str(value)
 
@@ -217,6 +239,16 @@ def _fraction(name: str, text: str) -> float:
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
         raise SettingsError(f"property {name!r}: expected a number in [0, 1); got {text!r}")
     return value
+
+
+def _threshold(name: str, text: str) -> float | None:
+    if text.strip().lower() in ("", "auto"):
+        return None
+    try:
+        return _fraction(name, text)
+    except SettingsError:
+        raise SettingsError(f"property {name!r}: expected 'auto' (the noise-aware mask) or a number in [0, 1); "
+                            f"got {text!r}") from None
 
 
 def _series(name: str, text: str) -> int:
@@ -290,16 +322,38 @@ PROPERTIES: tuple[Property, ...] = (
     Property("device", "auto",
              "Where the estimator runs: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:<index>`.",
              _device, "device"),
-    Property("mask_threshold", "0.05",
-             "Background mask: voxels whose fingerprint L2 norm is below this fraction of the slice's "
-             "99th-percentile norm get T1 = T2 = M0 = 0. In [0, 1); 0 masks only all-zero voxels.",
-             _fraction, "mask_threshold"),
+    Property("mask_threshold", "auto",
+             "Background mask. `auto`: noise-aware — the noise σ is estimated from each slice's background (the "
+             "darkest population of fingerprint norms, χ²-distributed in air) and a voxel is foreground when its "
+             "fingerprint RMS over the frames is at least `mask_snr` × σ (a slice without a noise-only background, "
+             "e.g. noise-free data, falls back to 0.05 of the next rule, with a warning). A number in [0, 1): voxels "
+             "whose fingerprint L2 norm is below this fraction of the slice's 99th-percentile norm are background; 0 "
+             "masks only all-zero voxels. Background voxels get 0 in every map.",
+             _threshold, "mask_threshold"),
+    Property("mask_snr", "2.0",
+             "With `mask_threshold=auto`: the foreground threshold in units of the noise σ (fingerprint RMS over the "
+             "frames; air has √2 ≈ 1.41 with a spread of ≈ 0.1 for 25 frames).",
+             _positive, "mask_snr"),
+    Property("mask_despeckle", "auto",
+             "Drop isolated foreground voxels (none of their 8 in-plane neighbours foreground): `auto` (with "
+             "`mask_threshold=auto` only), `true` or `false`.",
+             _choice(("auto", "true", "false")), "mask_despeckle"),
     Property("t1_series_index", "100", "`image_series_index` of the T1 maps.", _series, "t1_series_index"),
     Property("t2_series_index", "101", "`image_series_index` of the T2 maps.", _series, "t2_series_index"),
     Property("m0_series_index", "102", "`image_series_index` of the M0 maps.", _series, "m0_series_index"),
+    Property("t1_sd_series_index", "105", "`image_series_index` of the T1 standard-deviation maps.", _series,
+             "t1_sd_series_index"),
+    Property("t2_sd_series_index", "106", "`image_series_index` of the T2 standard-deviation maps.", _series,
+             "t2_sd_series_index"),
+    Property("fit_series_index", "107", "`image_series_index` of the goodness-of-fit maps.", _series,
+             "fit_series_index"),
     Property("maps", "t1,t2,m0",
-             "Maps to emit, a comma-separated subset of `t1`, `t2`, `m0` (emitted in that order per slice; with "
-             "`b1=estimate` the B1 map follows them).",
+             "Maps to emit, a comma-separated subset of `t1`, `t2`, `m0`, `t1_sd`, `t2_sd`, `fit` (emitted in that "
+             "order per slice; with `b1=estimate` the B1 map follows them). `t1_sd`/`t2_sd`: each voxel's predicted "
+             "standard deviation of T1/T2 (ms) at its estimate and SNR (a network model with an uncertainty table, "
+             "as the shipped one). `fit`: the residual between the fingerprint and the atom at its estimate in "
+             "units of the noise (≈ 1 where the signal model explains the voxel; partial volume, flow and "
+             "artefacts raise it). All three need the slice's noise level (0 where it is unknown).",
              _maps, "maps"),
     Property("schedule_check", "strict",
              "Compare the ISMRMRD header's `sequenceParameters` (`flipAngle_deg`, `TR`, `TE`, `TI`) with the "

@@ -48,12 +48,13 @@ import numpy as np
 
 from drone_core._version import __version__
 
-from drone_core.reconstruct import SliceMaps, foreground_mask, reconstruct
+from drone_core.masking import DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD
+from drone_core.reconstruct import SliceMaps, reconstruct
 from .b1maps import B1File, B1Map, b1_map_from_image, b1_on_frames, open_b1_source
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
 from .errors import (B1MissingError, DuplicateB1Error, DuplicateFrameError, FrameError, FrameSizeError,
                      IncompleteFingerprintError, NonFiniteFrameError, PendingLimitError)
-from .settings import FRAME_COUNTER_FIELDS, MAP_NAMES, GadgetSettings, settings_to_properties
+from .settings import DEFAULT_MAPS, FRAME_COUNTER_FIELDS, GadgetSettings, settings_to_properties
 
 __all__ = [
     "Frame",
@@ -135,12 +136,19 @@ class _MapInfo:
 #: Per map: label, units, description and display window (centre, width) — T1 0…3000 ms,
 #: T2 0…300 ms; M0's window is taken from its data (0 … 99th percentile inside the mask). The
 #: estimated B1 map (``b1=estimate``) is written in percent of nominal (relative B1 × 100, window
-#: 50…150 %), the units scanners use for B1 maps (and ``b1_scale``'s default).
+#: 50…150 %), the units scanners use for B1 maps (and ``b1_scale``'s default). The sd maps' windows come
+#: from their data like M0's; the goodness of fit shows 0…4 (1 = explained by noise alone).
 MAP_INFO: Mapping[str, _MapInfo] = {
     "t1": _MapInfo("T1", "ms", "T1 map (ms)", (1500, 3000)),
     "t2": _MapInfo("T2", "ms", "T2 map (ms)", (150, 300)),
     "m0": _MapInfo("M0", "a.u.", "M0 map (arbitrary units, scale of the input images)", None),
     "b1": _MapInfo("B1", "percent", "B1 map (relative transmit field, percent of nominal)", (100, 100), 100.0),
+    "t1_sd": _MapInfo("T1SD", "ms", "T1 standard deviation map (ms, predicted at each voxel's estimate and SNR)",
+                      None),
+    "t2_sd": _MapInfo("T2SD", "ms", "T2 standard deviation map (ms, predicted at each voxel's estimate and SNR)",
+                      None),
+    "fit": _MapInfo("FIT", "noise sd", "goodness-of-fit map (residual between the fingerprint and the atom at its "
+                    "estimate, in units of the noise; about 1 where the signal model explains the voxel)", (2, 4)),
 }
 
 
@@ -382,25 +390,44 @@ def with_b1(items: Iterable[Any], *, source: B1File | None = None, series_index:
                              f"with its B1 map); B1 maps arrived for slice(s) {_ranges(sorted(arrived)) or 'none'}")
 
 
-def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float) -> Iterator[Any]:
+def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float | None = None,
+         mask_snr: float = DEFAULT_MASK_SNR, despeckle: bool | None = None,
+         maps_to_emit: tuple[str, ...] = DEFAULT_MAPS) -> Iterator[Any]:
     """Stage 3: :class:`Trajectory` → :class:`MapSet` (others pass through).
 
     Args:
         items: output of :func:`trajectories` (or :func:`with_b1`).
         estimator: a ``DroneModel`` or ``Matcher`` (see :func:`drone_core.reconstruct.reconstruct`).
-        mask_threshold: background threshold (fraction of the 99th-percentile fingerprint norm).
+        mask_threshold, mask_snr, despeckle: the background mask (None: noise-aware; a fraction of the
+            99th-percentile fingerprint norm), as :func:`~drone_core.reconstruct.reconstruct` takes them.
+        maps_to_emit: the maps the next stage emits (the optional ones are computed only when listed).
     """
+    uncertainty = any(name in maps_to_emit for name in ("t1_sd", "t2_sd"))
+    fit = "fit" in maps_to_emit
     for item in items:
         if isinstance(item, Trajectory):
-            result = reconstruct(item.frames, estimator, mask_threshold=mask_threshold, b1=item.b1)
-            if item.b1 is None:
-                log.info("slice %d: maps of %d foreground voxels of %d", item.slice, int(result.mask.sum()),
-                         result.mask.size)
+            result = reconstruct(item.frames, estimator, mask_threshold=mask_threshold, mask_snr=mask_snr,
+                                 despeckle=despeckle, b1=item.b1, uncertainty=uncertainty, goodness_of_fit=fit)
+            noise = result.noise
+            if noise is not None and noise.sigma is not None:
+                noise_text = f"noise σ {noise.sigma:.4g} (from {noise.n_background} background voxels)"
             else:
-                without = foreground_mask(item.frames, mask_threshold) & ~result.mask
+                noise_text = "noise σ unknown"
+                log.warning("slice %d: no noise-only background found (%s): the mask is %s of the 99th-percentile "
+                            "fingerprint norm%s", item.slice, noise.reason if noise is not None else "not estimated",
+                            mask_threshold if mask_threshold is not None else DEFAULT_MASK_THRESHOLD,
+                            "; the t1_sd/t2_sd/fit maps are 0" if (uncertainty or fit) else "")
+            rule = (f"RMS ≥ {mask_snr:g} σ" if result.mask_rule == "noise"
+                    else f"norm ≥ {mask_threshold if mask_threshold is not None else DEFAULT_MASK_THRESHOLD:g} "
+                         f"× p99")
+            if item.b1 is None:
+                log.info("slice %d: maps of %d foreground voxels of %d; %s; mask %s", item.slice,
+                         int(result.mask.sum()), result.mask.size, noise_text, rule)
+            else:
                 log.info("slice %d: maps of %d foreground voxels of %d with B1 %.3g…%.3g; %d foreground voxel(s) "
-                         "without an estimate (B1 unknown or outside the estimator's range)", item.slice,
-                         int(result.mask.sum()), result.mask.size, *_finite_span(item.b1), int(without.sum()))
+                         "without an estimate (B1 unknown or outside the estimator's range); %s; mask %s", item.slice,
+                         int(result.mask.sum()), result.mask.size, *_finite_span(item.b1), result.n_unestimated,
+                         noise_text, rule)
             yield MapSet(item.slice, result, item.header)
         else:
             yield item
@@ -419,7 +446,8 @@ def settings_meta(settings: GadgetSettings) -> str:
 
 
 def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
-             settings: GadgetSettings | None = None) -> dict[str, str | list[str]]:
+             settings: GadgetSettings | None = None, noise_sigma: float | None = None,
+             mask_rule: str = "") -> dict[str, str | list[str]]:
     """Meta attributes of one map image (MRD standard names and Gadgetron's ``GADGETRON_*`` ones).
 
     ``DataRole`` is ``Quantitative`` (pixel values are parametric: not to be rescaled downstream),
@@ -431,6 +459,9 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
         mask: its foreground mask.
         source: free text naming the estimator, stored as ``DRONE_Estimator``.
         settings: the gadget's settings, stored as ``DRONE_Settings`` (:func:`settings_meta`) when given.
+        noise_sigma: the slice's estimated noise σ per real channel (frames' units), stored as
+            ``DRONE_NoiseSigma`` (``unknown`` when None).
+        mask_rule: how the mask was drawn (``noise`` or ``fraction``), stored as ``DRONE_MaskRule`` when given.
     """
     info = MAP_INFO[name]
     if info.window is not None:
@@ -459,20 +490,23 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
         "DRONE_Map": info.label,
         "DRONE_Estimator": source,
         "DRONE_Version": __version__,
+        "DRONE_NoiseSigma": "unknown" if noise_sigma is None else f"{noise_sigma:.6g}",
+        **({"DRONE_MaskRule": mask_rule} if mask_rule else {}),
         **({"DRONE_Settings": settings_meta(settings)} if settings is not None else {}),
     }
 
 
-def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
+def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = DEFAULT_MAPS,
            series_index: Mapping[str, int] | None = None, source: str = "",
            settings: GadgetSettings | None = None) -> Iterator[Any]:
     """Stage 4: :class:`MapSet` → one float32 ``ismrmrd.Image`` per map (others pass through).
 
     Args:
         items: output of :func:`maps`.
-        maps_to_emit: which maps, in order (subset of ``("t1", "t2", "m0")``, and ``"b1"`` when the
-            estimator estimates B1).
-        series_index: ``image_series_index`` per map name (default 100, 101, 102; ``b1`` 104).
+        maps_to_emit: which maps, in order (subset of :data:`~drone_gadgets.settings.MAP_NAMES`, and ``"b1"``
+            when the estimator estimates B1; the optional maps must have been computed by :func:`maps`).
+        series_index: ``image_series_index`` per map name (default 100, 101, 102; ``b1`` 104; ``t1_sd``,
+            ``t2_sd``, ``fit`` 105, 106, 107).
         source: estimator description stored in the meta (``DRONE_Estimator``).
         settings: the gadget's settings, stored in the meta (``DRONE_Settings``) when given.
     """
@@ -486,13 +520,15 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = MAP_NAMES,
         missing = [name for name in maps_to_emit if name not in arrays]
         if missing:
             raise ValueError(f"maps_to_emit: {', '.join(missing)} not among the maps of slice {item.slice} "
-                             f"({', '.join(arrays)}); a B1 map needs an estimator that estimates B1")
+                             f"({', '.join(arrays)}); a B1 map needs an estimator that estimates B1, the "
+                             f"t1_sd/t2_sd/fit maps must be asked of the maps stage")
         out = []
         for name in maps_to_emit:
             data = arrays[name] * np.float32(MAP_INFO[name].scale) if MAP_INFO[name].scale != 1.0 else arrays[name]
             out.append(make_image(data, item.header, image_series_index=series[name], image_index=item.slice + 1,
                                   meta=map_meta(name, data, item.maps.mask, source=source,
-                                                settings=settings)))
+                                                settings=settings, noise_sigma=item.maps.noise_sigma,
+                                                mask_rule=item.maps.mask_rule)))
         yield from out
 
 
@@ -515,10 +551,11 @@ def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | No
         SettingsError: a ``b1`` mode the estimator cannot serve, a B1 file that cannot be used.
     """
     from .b1maps import check_b1_support
-    from .estimators import describe_estimator
+    from .estimators import check_map_support, describe_estimator
 
     settings = settings or GadgetSettings()
     check_b1_support(settings, estimator)
+    check_map_support(settings, estimator)
     n_frames = int(estimator.n_frames)
     mode = settings.b1_mode
     stream: Iterable[Any] = items
@@ -530,6 +567,7 @@ def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | No
     if mode in ("stream", "file"):
         stream = with_b1(stream, source=open_b1_source(settings), series_index=settings.b1_series_index,
                          max_pending_bytes=max_pending_bytes)
-    stream = maps(stream, estimator, mask_threshold=settings.mask_threshold)
+    stream = maps(stream, estimator, mask_threshold=settings.mask_threshold, mask_snr=settings.mask_snr,
+                  despeckle=settings.despeckle, maps_to_emit=settings.output_maps)
     return images(stream, maps_to_emit=settings.output_maps, series_index=settings.series_index,
                   source=describe_estimator(estimator), settings=settings)
