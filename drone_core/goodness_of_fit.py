@@ -57,11 +57,11 @@ def residual_norms(schedule: Schedule, signals: np.ndarray, t1_ms: np.ndarray, t
         raise ValueError(f"t1_ms, t2_ms: expected ({y.shape[0]},) each, got {t1.shape} and {t2.shape}")
     if not (np.isfinite(t1).all() and np.isfinite(t2).all() and (t1 > 0).all() and (t2 > 0).all()):
         raise ValueError("t1_ms, t2_ms: expected finite estimates > 0")
-    b = np.broadcast_to(np.ones(1) if b1 is None else np.asarray(b1, dtype=np.float64), t1.shape)
+    b = np.broadcast_to(np.ones(1) if b1 is None else np.asarray(b1, dtype=np.float64), t1.shape).copy()
     out = np.empty(t1.shape, dtype=np.float32)
     for start in range(0, t1.size, int(chunk_size)):
         sl = slice(start, start + int(chunk_size))
-        atoms = np.abs(np.asarray(simulate(schedule, t1[sl], t2[sl], np.ascontiguousarray(b[sl]),
+        atoms = np.abs(np.asarray(simulate(schedule, t1[sl], t2[sl], b[sl],
                                            n_positions=N_POSITIONS, dtype=torch.float32)))
         ys = y[sl]
         aa = np.einsum("vf,vf->v", atoms, atoms)

@@ -340,8 +340,8 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
             sock.sendall(encode(image))
             sent += 1
             bar.update(1)
-        else:
-            sock.sendall(encode(None))
+        if receiver.is_alive():
+            sock.sendall(encode(None))  # CLOSE, also after a refusal: a server that reads on to it then closes
     except OSError as exc:  # the server closed on us: its ERROR, if any, explains why
         log.debug("sending stopped: %s", exc)
     finally:

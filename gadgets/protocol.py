@@ -351,7 +351,7 @@ def adopt(connection: Any) -> RobustSocket:
 
 def run_session(sock: RobustSocket, outputs: Callable[[], Iterable[Any]], write: Callable[[Any], None],
                 report: Callable[[str], None], *, name: str = "drone_mrf",
-                drain_seconds: float = DRAIN_SECONDS) -> int:
+                drain_seconds: float = DRAIN_SECONDS, drain: Callable[[], bool] | None = None) -> int:
     """Send every output of a session, then CLOSE; on a failure report it, then CLOSE.
 
     The one error policy of the gadget (towards Gadgetron) and of the server (towards its clients).
@@ -366,6 +366,10 @@ def run_session(sock: RobustSocket, outputs: Callable[[], Iterable[Any]], write:
         name: prefix of failure texts.
         drain_seconds: after a failure, how long the input is read and discarded so that the peer
             receives the report before the connection closes.
+        drain: after a failure has been reported, called before CLOSE is sent: reads and discards the
+            peer's input up to its own CLOSE (an MRD client that sends all its data before it reads
+            then never writes into a closed connection); True when it got there, False when it could
+            not (the input is then drained for ``drain_seconds`` after CLOSE, as without it).
 
     Returns:
         the number of messages sent.
@@ -396,7 +400,8 @@ def run_session(sock: RobustSocket, outputs: Callable[[], Iterable[Any]], write:
             report(text)
         except (PeerGoneError, OSError) as send_exc:
             log.error("%s: could not send the error report (%s)", name, send_exc)
-        sock.close(drain_seconds=drain_seconds)
+        drained = drain() if drain is not None else False
+        sock.close(drain_seconds=0.0 if drained else drain_seconds)
         raise GadgetFailed(text) from None
     sock.close()
     log.info("%s: done, %d message(s) sent", name, sent)

@@ -58,6 +58,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import xml.etree.ElementTree as ET
 from contextlib import closing
@@ -86,6 +87,7 @@ __all__ = [
     "read_b1_map",
     "add_arguments",
     "run",
+    "client_commands",
     "FRAMES_VAR",
     "TRUTH_SUFFIX",
     "TRUTH_SERIES",
@@ -764,4 +766,31 @@ def run(args: argparse.Namespace) -> int:
           f"{info.n_slices} slices, {info.matrix[0]}×{info.matrix[1]}) in /{info.group}/{FRAMES_VAR}, schedule "
           f"{schedule.name!r} (digest {info.schedule_digest}), noise {args.noise:g}; {b1_note}{truth}",
           file=sys.stderr)
+    print(client_commands(info.path, info.group, b1_maps=info.b1_images > 0), file=sys.stderr)
     return 0
+
+
+def client_commands(path: str | os.PathLike[str], group: str, *, b1_maps: bool = False,
+                    port: int = 9002) -> str:
+    """How to reconstruct a file written here: ``drone replay``, and with ``drone serve`` running, ``drone send``
+    and python-ismrmrd-server's ``client.py`` (which needs ``-g``: the file holds two groups, the scan and
+    its truth).
+
+    Args:
+        path: the file.
+        group: the scan's group.
+        b1_maps: the file holds B1 maps (then: how to use them).
+        port: the server's port (``drone serve``'s default, python-ismrmrd-server's too).
+    """
+    name = shlex.quote(str(path))
+    stem = Path(path).stem
+    out = shlex.quote(str(Path(path).with_name(f"{stem}_maps.h5")))
+    lines = [f"reconstruct it: drone replay {name} {out}" + (" --b1 stream" if b1_maps else ""),
+             f"  or, with `drone serve` running: drone send {name} {out}" + (" --set b1=stream" if b1_maps else ""),
+             f"  or with python-ismrmrd-server's client: python client.py -p {port} -c drone_images "
+             f"-g {shlex.quote(group)} -o {out} {name}"]
+    if b1_maps:
+        lines.append("  (client.py sends the B1 maps after the frames; to use them, put a drone_images.json holding "
+                     '{"parameters": {"b1": "stream"}} in the folder you run client.py from; without it they are '
+                     'ignored)')
+    return "\n".join(lines)

@@ -21,7 +21,21 @@ Failures are isolated: whatever goes wrong with one connection (bad settings, a 
 garbage bytes, an unknown message id, a size over :class:`~drone_gadgets.mrd.Limits`, a client
 silent for ``idle_timeout_s``, a client that disconnects) ends that connection — with a TEXT
 ``ERROR drone_mrf: <reason>`` and CLOSE where the client can still hear it — and the server goes on
-serving the others. Memory per connection is bounded by the limits (one message plus the frames of
+serving the others.
+
+Refusals reach clients that send everything before they read (python-ismrmrd-server's
+``client.py`` sends CONFIG, the header and every image, then waits; its receiver shuts the socket
+when CLOSE arrives): the ERROR TEXT is sent at once, then the server reads and discards the rest of
+the client's stream up to its CLOSE (ending after ``_DRAIN_IDLE_S`` without a byte or
+``_DRAIN_MAX_S`` in all), and only then sends CLOSE. So the client is never written into a closed
+connection (no broken pipe) and reads the reason. This holds for a busy server's refusals too (on a
+thread of their own, up to ``_MAX_DRAINING_REFUSALS`` at once). Where the stream cannot be read on
+(garbage, a size over the limits), CLOSE follows at once.
+
+Parameters a client sends that the gadget does not know (python-ismrmrd-server's own
+``invertcontrast.json`` sends ``options`` and ``sendOriginal``) are ignored with a warning that names
+them, in the server's log and as a ``WARNING drone_mrf: …`` TEXT to the client; a bad value of a
+property the gadget does know is still refused. Memory per connection is bounded by the limits (one message plus the frames of
 incomplete slices, ``max_pending_bytes``: a slice's whole N-frame stack counts from its first frame);
 estimators are shared between connections (built once per setting, :class:`EstimatorCache`).
 
@@ -81,8 +95,16 @@ SERVER_LOCKED: tuple[str, ...] = ("model", "dictionary", "device")
 _DEFAULTS = {p.name: p.default for p in PROPERTIES}
 _NAME = "drone_mrf"
 #: After an error report, how long the server reads and discards a client's input (so that the
-#: client, possibly still sending, receives the report before the connection closes).
+#: client, possibly still sending, receives the report before the connection closes) when it cannot
+#: read on to the client's CLOSE (garbage, a size over the limits, a silent client).
 _DRAIN_S = 1.0
+#: Reading on to a refused client's CLOSE ends after this long without a byte …
+_DRAIN_IDLE_S = 5.0
+#: … or after this long in all.
+_DRAIN_MAX_S = 120.0
+#: Refusals of a busy server that read on to the client's CLOSE on their own threads at once; beyond
+#: that a refusal is sent and the connection closed at once.
+_MAX_DRAINING_REFUSALS = 8
 _POLL_S = 0.2
 
 
@@ -199,6 +221,9 @@ class _Session:
         self.abort_reason: str | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.reader: MessageReader | None = None
+        self.reader_intact = True  # False once a read failed: the stream cannot be parsed on
+        self.client_closed = False  # the client's CLOSE has been read
 
     def abort(self, reason: str) -> None:
         """End the session early: its next (or current) read fails, and it reports ``reason``."""
@@ -221,22 +246,54 @@ class _Session:
             try:
                 message = reader.read()
             except PeerGoneError:
+                self.reader_intact = False
                 if self.abort_reason is not None:
                     raise _ShutdownError(self.abort_reason) from None
                 if reader.messages == 0:  # connected and closed without a byte (a port probe)
                     log.info("[%d] %s closed without sending anything", self.number, self.peer)
                     return
                 raise
+            except BaseException:
+                self.reader_intact = False
+                raise
             if message is None:
+                self.client_closed = True
                 return
             yield message
+
+    def drain_to_close(self) -> bool:
+        """After a refusal: read and discard the client's messages up to its CLOSE (module docstring).
+
+        Returns:
+            True when the client's CLOSE was read (now or before), False when the stream could not be
+            read on to it (broken, silent, too long, the server shutting down).
+        """
+        if self.client_closed:
+            return True
+        if self.reader is None or not self.reader_intact or self.abort_reason is not None:
+            return False
+        self.sock.idle_timeout_s = min(self.sock.idle_timeout_s or _DRAIN_IDLE_S, _DRAIN_IDLE_S)
+        end = time.monotonic() + _DRAIN_MAX_S
+        self.sock.deadline = end if self.sock.deadline is None else min(self.sock.deadline, end)
+        discarded = 0
+        try:
+            while (message := self.reader.read()) is not None:
+                discarded += 1
+        except (StreamError, OSError) as exc:
+            log.info("[%d] %s: stopped reading the refused stream after %d message(s): %s", self.number, self.peer,
+                     discarded, exc)
+            return False
+        self.client_closed = True
+        log.info("[%d] %s: read the refused stream on to its CLOSE (%d message(s) discarded)", self.number,
+                 self.peer, discarded)
+        return True
 
     def outputs(self) -> Iterator[Any]:
         """Read the preamble, prepare the estimator, then run the gadget's stages on the data."""
         from .gadget import prepare
         from .stages import pipeline
 
-        reader = MessageReader(self.sock.read, self.server.options.limits)
+        reader = self.reader = MessageReader(self.sock.read, self.server.options.limits)
         messages = self.messages(reader)
         chain: Chain | None = None
         extra: dict[str, str] = {}
@@ -266,7 +323,7 @@ class _Session:
             break
         if chain is None:
             chain = self.server.catalog.get(DEFAULT_CHAIN)
-        properties = self.server.effective_properties(chain, extra)
+        properties = self.server.effective_properties(chain, extra, warn=self._warn_client)
         settings = settings_from_properties(properties)
         _check_header(header, settings)
         settings, estimator = prepare(settings, header, build=self.server.estimators.get)
@@ -274,6 +331,11 @@ class _Session:
                  ", ".join(settings.maps))
         yield from pipeline(self._data(itertools.chain(first, messages)), estimator, settings,
                             max_pending_bytes=self.server.options.limits.max_pending_bytes)
+
+    def _warn_client(self, text: str) -> None:
+        """Log a warning and tell the client (a TEXT ``WARNING drone_mrf: …``, before any map)."""
+        log.warning("[%d] %s: %s", self.number, self.peer, text)
+        self.sock.write(encode(Text(f"WARNING {_NAME}: {text}")))
 
     def _parameters(self, message: Text) -> dict[str, str]:
         """A TEXT before the data: JSON parameters (returned), or free text (logged)."""
@@ -312,7 +374,7 @@ class _Session:
             if self.server.stopping:
                 self.abort("the server is shutting down; nothing was reconstructed")
             sent = run_session(self.sock, self.outputs, self._counted_write, self.report, name=_NAME,
-                               drain_seconds=_DRAIN_S)
+                               drain_seconds=_DRAIN_S, drain=self.drain_to_close)
             ok = True
             log.info("[%d] %s: done, %d message(s) sent in %.2f s", self.number, self.peer, sent,
                      time.perf_counter() - start)
@@ -366,6 +428,7 @@ class ReconServer:
         self._listener.settimeout(_POLL_S)
         self._pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="drone-serve")
         self._slots = threading.BoundedSemaphore(self.options.workers + self.options.queue)
+        self._draining = threading.BoundedSemaphore(_MAX_DRAINING_REFUSALS)
         self._sessions: set[_Session] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -390,15 +453,33 @@ class ReconServer:
         with self._lock:
             return len(self._sessions)
 
-    def effective_properties(self, chain: Chain, extra: Mapping[str, str]) -> dict[str, str]:
+    def effective_properties(self, chain: Chain, extra: Mapping[str, str], *,
+                             warn: Any = None) -> dict[str, str]:
         """The properties a connection runs with: the chain's, the client's extra parameters, then the
         server's (which win for :data:`SERVER_LOCKED` names).
+
+        Parameters the client sent (its JSON parameters, or the chain text it sent as CONFIG_TEXT) that
+        the gadget does not know are left out, and ``warn(text)`` is called with a message naming them
+        (a chain of the server's own catalog is not filtered: an unknown name there is its operator's
+        typo, refused like the gadget inside Gadgetron refuses it).
 
         Raises:
             SettingsError: a client setting a locked property to something else than its default or
                 the server's value (unless ``trust_client_config``).
         """
-        client = {**chain.properties, **extra}
+        from_client = dict(extra)
+        if chain.source.startswith("CONFIG_TEXT"):
+            from_client = {**chain.properties, **from_client}
+        unknown = sorted(name for name in from_client if name not in _DEFAULTS)
+        if unknown:
+            text = (f"ignored the parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+                    f"not propert{'ies' if len(unknown) > 1 else 'y'} of the {_NAME} gadget (it knows "
+                    f"{', '.join(_DEFAULTS)})")
+            if warn is not None:
+                warn(text)
+            else:
+                log.warning("%s", text)
+        client = {name: value for name, value in {**chain.properties, **extra}.items() if name not in unknown}
         merged = {**self._server_props, **client}
         if not self.options.trust_client_config and "b1" in client:
             server_b1 = self._server_props.get("b1", _DEFAULTS["b1"])
@@ -446,14 +527,34 @@ class ReconServer:
         if not self._slots.acquire(blocking=False):
             self._count("refused_busy")
             log.warning("[%d] %s:%s refused: the server is busy", number, *addr[:2])
-            _refuse(conn, f"{_NAME}: the server is busy ({self.options.workers} worker(s) and a queue of "
-                          f"{self.options.queue} in use); try again later")
+            text = (f"{_NAME}: the server is busy ({self.options.workers} worker(s) and a queue of "
+                    f"{self.options.queue} in use); try again later")
+            if self._draining.acquire(blocking=False):
+                threading.Thread(target=self._refuse_after_close, args=(conn, addr, number, text), daemon=True,
+                                 name=f"drone-serve-refuse-{number}").start()
+            else:
+                _refuse(conn, text)
             return
         session = _Session(self, conn, addr, number)
         with self._lock:
             self._sessions.add(session)
         log.info("[%d] connection from %s:%s", number, *addr[:2])
         self._pool.submit(session.run)
+
+    def _refuse_after_close(self, conn: socket.socket, addr: Any, number: int, text: str) -> None:
+        """A busy refusal on its own thread: ERROR at once, the client's stream read on to its CLOSE, CLOSE."""
+        try:
+            session = _Session(self, conn, addr, number)
+            session.reader = MessageReader(session.sock.read, self.options.limits)
+            try:
+                session.report(text)
+            except (PeerGoneError, OSError):
+                session.sock.close()
+                return
+            drained = session.drain_to_close()
+            session.sock.close(drain_seconds=0.0 if drained else _DRAIN_S)
+        finally:
+            self._draining.release()
 
     def _finished(self, session: _Session, ok: bool) -> None:
         with self._lock:

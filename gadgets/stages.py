@@ -176,13 +176,29 @@ def b1_images(items: Iterable[Any], *, series_index: int, scale: float) -> Itera
             yield item
 
 
-def frames(items: Iterable[Any], *, counter: str = "repetition") -> Iterator[Any]:
+def _is_b1_map_image(image: ismrmrd.Image) -> bool:
+    """True for an image that says it is a B1 map (meta ``DRONE_Map`` = ``B1``, as ``drone simulate-scan`` writes)."""
+    text = getattr(image, "attribute_string", "") or ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if "DRONE_Map" not in text:
+        return False
+    try:
+        return str(image.meta.get("DRONE_Map", "")).upper() == "B1"
+    except Exception:  # noqa: BLE001 - meta that does not parse is no B1 map's: the frame checks deal with it
+        return False
+
+
+def frames(items: Iterable[Any], *, counter: str = "repetition", skip_b1_maps: bool = False) -> Iterator[Any]:
     """Stage 1: images and image arrays → :class:`Frame` (others pass through).
 
     Args:
         items: messages: ``ismrmrd.Image``, Gadgetron ``ImageArray``, :class:`Frame` (kept) or
             anything else (passed through).
         counter: the ImageHeader field numbering the frames (one of ``FRAME_COUNTER_FIELDS``).
+        skip_b1_maps: drop images whose meta says they are B1 maps (``DRONE_Map`` = ``B1``) instead of
+            taking them for frames, with one warning (the pipeline does so unless ``b1=stream``: a client
+            such as python-ismrmrd-server's ``client.py`` sends every image var of a file, the B1 map's too).
 
     Raises:
         FrameError: several channels, an unsupported type; NonFiniteFrameError: NaN/inf pixels.
@@ -198,8 +214,16 @@ def frames(items: Iterable[Any], *, counter: str = "repetition") -> Iterator[Any
                                       f"pixel(s) (NaN or infinite) of {data.size}")
         return frame
 
+    skipped = 0
     for item in items:
         if isinstance(item, ismrmrd.Image):
+            if skip_b1_maps and _is_b1_map_image(item):
+                if not skipped:
+                    log.warning("a B1 map image (meta DRONE_Map B1, series %d, slice %d) arrived with property b1 other "
+                                "than stream: not a frame, not used (set b1=stream to use it)",
+                                int(item.image_series_index), int(item.getHead().slice))
+                skipped += 1
+                continue
             header = item.getHead()
             try:
                 data = image_magnitude(item)
@@ -561,7 +585,7 @@ def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | No
     stream: Iterable[Any] = items
     if mode == "stream":
         stream = b1_images(stream, series_index=settings.b1_series_index, scale=settings.b1_scale)
-    stream = frames(stream, counter=settings.frame_counter)
+    stream = frames(stream, counter=settings.frame_counter, skip_b1_maps=mode != "stream")
     stream = trajectories(stream, n_frames=n_frames, counter=settings.frame_counter,
                           max_pending_bytes=max_pending_bytes)
     if mode in ("stream", "file"):

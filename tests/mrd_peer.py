@@ -20,10 +20,11 @@ from typing import Any, Sequence
 import ismrmrd
 import numpy as np
 
-from drone_gadgets.mrd import ConfigFile, Header, StreamDeserializer, encode, serialization
+from drone_gadgets.mrd import ConfigFile, Header, StreamDeserializer, Text, encode, serialization
 from gadgetron_peer import frame_header, header_xml, image_of, phantom, phantom_frames
 
-__all__ = ["Reply", "RawClient", "scan_messages", "schedule_header", "exchange", "U16", "U32", "U64"]
+__all__ = ["Reply", "RawClient", "FireClient", "scan_messages", "scan_message_list", "schedule_header", "exchange",
+           "U16", "U32", "U64"]
 
 U16, U32, U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
 #: ismrmrd's ``ProtocolDeserializer``, or :class:`StreamDeserializer` where ismrmrd has none.
@@ -126,6 +127,86 @@ def scan_messages(schedule: Any, n_slices: int = 2, *, config: Any = None) -> by
     parts += [encode(im) for im in images]
     parts.append(encode(None))
     return b"".join(parts)
+
+
+def scan_message_list(schedule: Any, n_slices: int = 2, *, config: Any = None, header: bytes | None = None,
+                      parameters: dict[str, str] | None = None) -> list[bytes]:
+    """The stream python-ismrmrd-server's ``client.py`` sends, one encoded message per item: CONFIG_FILE
+    ``drone_images`` (or ``config``), HEADER, [a TEXT of JSON ``{"version", "parameters"}``], frames, CLOSE."""
+    images, _ = scan_images(schedule, n_slices)
+    parts = [encode(config if config is not None else ConfigFile("drone_images")),
+             encode(Header(header if header is not None else schedule_header(schedule, n_slices)))]
+    if parameters is not None:
+        import json
+
+        parts.append(encode(Text(json.dumps({"version": "1.1.0", "parameters": parameters}))))
+    return parts + [encode(im) for im in images] + [encode(None)]
+
+
+class FireClient:
+    """What python-ismrmrd-server's ``client.py`` does, step for step, with its timing.
+
+    Its receiver (a process there, a thread here) reads the replies from the start and, when CLOSE
+    arrives, shuts the socket down both ways (``sock.shutdown(SHUT_RDWR)``). Its sender sends CONFIG
+    and the header without any error handling (a failure there is the ``BrokenPipeError`` a user
+    sees as a crash), then the images and CLOSE each in a ``try`` (a failure is logged "Failed to send
+    image … aborting!"), never waiting for a reply. ``pause_s`` between messages stands for the time
+    it spends reading the file (opening it between CONFIG and the header).
+
+    Attributes after :meth:`run`: ``reply`` (:class:`Reply`), ``crash`` (the exception an unguarded
+    send raised, or None) and ``send_failures`` (exceptions of the guarded sends).
+    """
+
+    def __init__(self, address: tuple[str, int], *, pause_s: float = 0.002) -> None:
+        self.address = address
+        self.pause_s = pause_s
+        self.reply = Reply()
+        self.crash: BaseException | None = None
+        self.send_failures: list[BaseException] = []
+
+    def _receive(self, sock: socket.socket, start: float) -> None:
+        stream = sock.makefile("rb")
+        try:
+            for item in ProtocolDeserializer(stream).deserialize():
+                if isinstance(item, ismrmrd.Image):
+                    self.reply.images.append(item)
+                elif isinstance(item, str):
+                    self.reply.texts.append(item.rstrip("\x00"))
+            self.reply.closed = True
+        except Exception as exc:  # noqa: BLE001 - the reply ended without CLOSE: recorded for the test
+            self.reply.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.reply.seconds = time.perf_counter() - start
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # client.py's receiver, on CLOSE or failure
+            except OSError:
+                pass
+
+    def run(self, messages: Sequence[bytes], *, timeout_s: float = 60.0) -> "FireClient":
+        sock = socket.create_connection(self.address, timeout=timeout_s)
+        start = time.perf_counter()
+        receiver = threading.Thread(target=self._receive, args=(sock, start), daemon=True)
+        receiver.start()
+        try:
+            sock.sendall(messages[0])  # CONFIG: unguarded in client.py
+            time.sleep(self.pause_s * 10)  # it opens the input file between CONFIG and the header
+            sock.sendall(messages[1])  # the header: unguarded too
+        except OSError as exc:
+            self.crash = exc
+        if self.crash is None:
+            for data in messages[2:]:
+                time.sleep(self.pause_s)
+                try:
+                    sock.sendall(data)
+                except OSError as exc:
+                    self.send_failures.append(exc)
+                    if data is not messages[-1]:
+                        break  # "Failed to send image … aborting!", then it still tries CLOSE
+        receiver.join(timeout_s)
+        sock.close()
+        if receiver.is_alive():
+            raise TimeoutError(f"the server did not end its reply within {timeout_s} s")
+        return self
 
 
 def exchange(address: tuple[str, int], data: bytes, *, timeout_s: float = 30.0) -> Reply:

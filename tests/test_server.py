@@ -32,7 +32,8 @@ from drone_gadgets.server import EstimatorCache, ReconServer, ServerOptions
 from drone_gadgets.settings import settings_from_properties
 from drone_gadgets.stages import pipeline
 from gadgetron_peer import frame_header
-from mrd_peer import U16, U32, U64, RawClient, exchange, maps_of, scan_images, scan_messages, schedule_header
+from mrd_peer import (U16, U32, U64, FireClient, RawClient, exchange, maps_of, scan_images, scan_message_list,
+                      scan_messages, schedule_header)
 
 ROOT = Path(__file__).resolve().parents[1]
 XML = ROOT / "xml_configs"
@@ -551,3 +552,68 @@ def _wait_port(proc: subprocess.Popen, timeout_s: float = 60.0) -> int:
             return int(match.group(1))
     raise AssertionError(f"drone serve did not start: {''.join(lines)}")
 
+
+
+# =========================================================================== FIRE-style clients
+def _other_schedule_header(n_slices: int) -> bytes:
+    other = SCHEDULE.to_dict()
+    other["flip_angle_deg"] = [a * 1.1 for a in other["flip_angle_deg"]]
+    from drone_core.schedule import Schedule
+
+    return schedule_header(Schedule.from_dict(other), n_slices)
+
+
+#: Every kind of refusal the tests above provoke, as python-ismrmrd-server's client.py would meet it:
+#: case → (arguments of scan_message_list, the reason the client must read).
+FIRE_REFUSALS = {
+    "unknown chain": ({"config": ConfigFile("nonsense")}, r"unknown chain 'nonsense'"),
+    "raw-data chain": ({"config": ConfigFile("drone_grappa_epi.xml")}, r"reconstructs raw EPI k-space"),
+    "folder in the chain name": ({"config": ConfigFile("../../etc/passwd")}, r"no folders"),
+    "bad property value": ({"parameters": {"mask_threshold": "2"}}, r"property 'mask_threshold'"),
+    "locked property": ({"parameters": {"model": "/etc/passwd"}}, r"chosen by the server's operator"),
+    "B1 file of the server": ({"parameters": {"b1": "file:/etc/passwd"}}, r"names a file on the server"),
+    "schedule mismatch": ({"header": _other_schedule_header(3)}, r"[Ss]chedule"),
+    "header not ISMRMRD": ({"header": b"<nonsense/>"}, r"not an ISMRMRD header"),
+    "unknown map": ({"parameters": {"maps": "t1,t3"}}, r"unknown map\(s\) t3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIRE_REFUSALS))
+def test_fire_client_reads_every_refusal_and_never_writes_into_a_closed_connection(server: ReconServer,
+                                                                                   case: str) -> None:
+    """client.py sends CONFIG, the header, its images and CLOSE without waiting, and its receiver shuts the
+    socket when CLOSE comes: the server must read the stream on to the client's CLOSE before it closes (else
+    the header or an image hits a closed connection: BrokenPipeError), and the ERROR must arrive."""
+    kwargs, reason = FIRE_REFUSALS[case]
+    client = FireClient(server.address).run(scan_message_list(SCHEDULE, 3, **kwargs))
+    assert client.crash is None, f"an unguarded send failed: {client.crash!r}"
+    assert not client.send_failures, f"sends failed: {client.send_failures!r}"
+    assert client.reply.closed and not client.reply.images, client.reply
+    assert re.search(reason, _error(client.reply)), client.reply.errors
+
+
+def test_fire_client_reads_a_busy_refusal(make_server, reference) -> None:
+    srv = make_server(workers=1, queue=0)
+    holder = RawClient(srv.address)
+    holder.send(_preamble())  # occupies the only worker until its idle timeout
+    time.sleep(0.3)
+    client = FireClient(srv.address).run(scan_message_list(SCHEDULE, 3))
+    assert client.crash is None and not client.send_failures, (client.crash, client.send_failures)
+    assert client.reply.closed and "the server is busy" in _error(client.reply)
+    holder.finish(timeout_s=10)
+
+
+def test_parameters_the_gadget_does_not_know_are_ignored_with_a_warning(server: ReconServer, reference) -> None:
+    """python-ismrmrd-server's own invertcontrast.json: {"version": "1.1.0", "parameters": {"options": "",
+    "sendOriginal": "False"}} — the scan is reconstructed, and the client is told what was ignored."""
+    client = FireClient(server.address).run(
+        scan_message_list(SCHEDULE, 1, parameters={"options": "", "sendOriginal": "False", "maps": "t1,t2,m0"}))
+    assert client.crash is None and not client.send_failures
+    assert client.reply.closed and not client.reply.errors, client.reply
+    _assert_maps_equal(maps_of(client.reply.images), reference[1])
+    warnings = [t for t in client.reply.texts if t.startswith("WARNING")]
+    assert len(warnings) == 1 and "'options', 'sendOriginal'" in warnings[0], client.reply.texts
+    # a bad value of a property the gadget uses is still refused, whatever else comes with it
+    client = FireClient(server.address).run(
+        scan_message_list(SCHEDULE, 1, parameters={"options": "", "mask_snr": "-1"}))
+    assert re.search(r"property 'mask_snr': expected a positive number", _error(client.reply))
