@@ -13,6 +13,12 @@ SNR, and by the estimator's own error); partial volume of two tissues, flow, mot
 leave a residual that noise does not, and ``fit`` grows with it (a WM/CSF voxel half and half at 1 %
 noise: ≈ 7, ``tests/test_goodness_of_fit.py``).
 
+The noise inside tissue (:func:`tissue_sigma`): the same residual over the slice's bright voxels has the
+median ``σ²·median(χ²(N − p))`` at high SNR, so it measures the noise where the tissue is — which, after a
+parallel-imaging reconstruction, is not the noise of the air around it (GRAPPA's g-factor, the coil
+combination: ≈ 2× the air's in this project's raw EPI chain, docs/GADGET.md) — plus whatever the signal
+model does not explain in typical tissue. The uncertainty maps use it.
+
 Cost: one EPG simulation per voxel (over :data:`N_POSITIONS` slice positions when the schedule has
 a profile), about 17 µs a voxel on this project's 2-core reference machine — an optional map.
 """
@@ -28,10 +34,15 @@ import torch
 from .epg import simulate
 from .schedule import Schedule
 
-__all__ = ["residual_norms", "goodness_of_fit", "N_POSITIONS"]
+__all__ = ["residual_norms", "goodness_of_fit", "tissue_sigma", "N_POSITIONS", "BRIGHT_FRACTION", "TISSUE_SAMPLE"]
 
 #: Slice positions of the simulated atoms (as the model's per-voxel M0 fit: 0.25 % of the converged norm).
 N_POSITIONS = 12
+#: :func:`tissue_sigma` uses the voxels whose fingerprint norm is at least this fraction of the slice's
+#: 99th-percentile norm (tissue at an SNR where the magnitude's noise is Gaussian) …
+BRIGHT_FRACTION = 0.25
+#: … at most this many of them (a seeded draw): σ to ≈ 1 %.
+TISSUE_SAMPLE = 2000
 
 
 def residual_norms(schedule: Schedule, signals: np.ndarray, t1_ms: np.ndarray, t2_ms: np.ndarray,
@@ -85,3 +96,21 @@ def goodness_of_fit(residuals: np.ndarray, sigma: float, n_frames: int, n_parame
     if not 0 <= n_parameters < n_frames:
         raise ValueError(f"n_parameters: expected 0 ≤ p < n_frames = {n_frames}, got {n_parameters}")
     return (np.asarray(residuals, dtype=np.float32) / np.float32(sigma * math.sqrt(n_frames - n_parameters)))
+
+
+def tissue_sigma(residuals: np.ndarray, n_frames: int, n_parameters: int = 3) -> float | None:
+    """σ per real channel from the residual norms of tissue voxels (module docstring): ``√(median(r²) /
+    median(χ²(N − p)))``; None with fewer than 32 residuals.
+
+    Args:
+        residuals: ``(n,)`` :func:`residual_norms` of bright tissue voxels.
+        n_frames: N.
+        n_parameters: p, the parameters fitted (< N).
+    """
+    from scipy.special import gammaincinv
+
+    r = np.asarray(residuals, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 32 or not 0 <= n_parameters < n_frames:
+        return None
+    return math.sqrt(float(np.median(r * r)) / (2.0 * float(gammaincinv((n_frames - n_parameters) / 2.0, 0.5))))

@@ -6,22 +6,32 @@ Frames are magnitudes of complex images with Gaussian noise of standard deviatio
 channel (coil-combined images, as Gadgetron's GRAPPA/SENSE chains give). In air the magnitude is
 Rayleigh, so the squared fingerprint norm of a background voxel over N frames is
 ``‖y‖² = σ²·χ²(2N)``: one tight population (the standard deviation of ``ln χ²(2N)`` is
-``√ψ′(N)`` ≈ 0.2 for N = 25), far below tissue at any usable SNR. :func:`estimate_noise` finds
-the lowest mode of the ``ln ‖y‖²`` histogram of the slice's non-zero voxels, takes the voxels within
-±3 of those standard deviations of it and sets ``σ² = median(‖y‖²) / median(χ²(2N))`` (a median:
-robust to the few tissue or ghost voxels in the window), twice, re-centring the window on the
-estimate. The population is accepted as noise only when its spread is that of ``χ²(2N)``
+``√ψ′(N)`` ≈ 0.2 for N = 25), far below tissue at any usable SNR. :func:`estimate_noise` looks
+first for pure-noise *blocks* of the slice (16 × 16 voxels for a 128² slice) — blocks whose robust
+spread of ``ln ‖y‖²`` is that of ``χ²(2N)`` (:data:`BLOCK_SPREAD_TOLERANCE`) — takes the darkest of
+them and those within 2 of those standard deviations of it (the quietest air: a block holding an
+EPI ghost, ringing or an edge of tissue is brighter, or wider), and sets
+``σ² = median(‖y‖²) / median(χ²(2N))`` over their voxels. Without such blocks (a flat list of
+voxels, a small image) it takes the lowest mode of the ``ln ‖y‖²`` histogram of the non-zero voxels,
+the voxels within ±3 standard deviations of it, and the same median, re-centring the window on the
+estimate twice. A population is accepted as noise only when its spread is that of ``χ²(2N)``
 (:data:`SPREAD_TOLERANCE`) and it holds enough voxels (:data:`MIN_BACKGROUND_VOXELS`,
-:data:`MIN_BACKGROUND_FRACTION`): a noise-free simulation, or a field of view without air, has
-none, and the estimate is then *unknown* (``sigma`` None) rather than made up.
+:data:`MIN_BACKGROUND_FRACTION`): a noise-free simulation, a field of view without air, or air full
+of artefacts has none, and the estimate is then *unknown* (``sigma`` None) rather than made up.
+
+This is the noise of the *air*. After a parallel-imaging reconstruction the noise inside the object
+differs (g-factor, coil combination); the uncertainty maps measure that one from the tissue itself
+(:func:`drone_core.goodness_of_fit.tissue_sigma`).
 
 Mask
 ----
 With σ known the foreground is every voxel whose fingerprint RMS over the frames,
 ``‖y‖/√N``, is at least ``snr`` × σ (:data:`DEFAULT_MASK_SNR`; air has an RMS of √2·σ ≈ 1.41σ
-with a standard deviation of ≈ 0.1σ for N = 25). A fixed ``threshold`` (a fraction of the slice's
-99th-percentile fingerprint norm, the rule before the noise was estimated) still works when given,
-and is the fallback when the noise is unknown. ``despeckle`` then drops foreground voxels none of
+with a standard deviation of ≈ 0.1σ for N = 25) and whose norm also reaches a floor of
+:data:`DEFAULT_MASK_FLOOR` × the 99th-percentile norm (EPI ghosts and ringing: signal, not noise, and
+above the noise at low noise; at high noise the noise threshold is the higher one). A fixed
+``threshold`` (a fraction of the slice's 99th-percentile fingerprint norm, the rule before the noise
+was estimated) still works when given, and is the fallback when the noise is unknown. ``despeckle`` then drops foreground voxels none of
 whose in-plane 8 neighbours is foreground (isolated noise voxels; tissue is never one voxel alone).
 
 This module holds no estimator: :func:`drone_core.reconstruct.reconstruct` uses it.
@@ -36,7 +46,7 @@ import numpy as np
 from scipy.special import gammaincinv, polygamma
 
 __all__ = ["NoiseEstimate", "Foreground", "estimate_noise", "foreground", "despeckle", "percentile",
-           "DEFAULT_MASK_SNR", "DEFAULT_MASK_THRESHOLD", "MASK_PERCENTILE", "MIN_BACKGROUND_VOXELS",
+           "DEFAULT_MASK_SNR", "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_FLOOR", "MASK_PERCENTILE", "MIN_BACKGROUND_VOXELS",
            "MIN_BACKGROUND_FRACTION", "SPREAD_TOLERANCE"]
 
 #: Default foreground threshold: fingerprint RMS over the frames ≥ this × the estimated σ. Air has
@@ -44,6 +54,10 @@ __all__ = ["NoiseEstimate", "Foreground", "estimate_noise", "foreground", "despe
 DEFAULT_MASK_SNR = 2.0
 #: The fixed-fraction rule's threshold (fraction of the 99th-percentile norm): used when the noise is unknown.
 DEFAULT_MASK_THRESHOLD = 0.05
+#: The noise rule's floor, as the same fraction: a voxel must also reach it. EPI's N/2 ghosts and the
+#: reconstruction's ringing sit at a few percent of the tissue's signal — above the noise when the noise is
+#: low (≈ 3.5–4.6 % of the 99th-percentile norm at 0.5–1 % noise in this project's raw GRAPPA EPI chain).
+DEFAULT_MASK_FLOOR = 0.05
 #: Percentile of the fingerprint norms that a fixed-fraction threshold is relative to.
 MASK_PERCENTILE = 99.0
 #: Fewest voxels a background population needs before σ is estimated from it …
@@ -52,6 +66,9 @@ MIN_BACKGROUND_VOXELS = 32
 MIN_BACKGROUND_FRACTION = 0.01
 #: The population's robust spread of ln‖y‖² must be within this factor of χ²(2N)'s to count as noise.
 SPREAD_TOLERANCE = 1.6
+#: … and a block's (:func:`estimate_noise`, 16 × 16 voxels of a 128² slice: its robust spread has a sampling
+#: error of ≈ 7 %), this factor.
+BLOCK_SPREAD_TOLERANCE = 1.35
 _WINDOW_SD = 3.0  # half-width of the background window, in sd of ln χ²(2N)
 _BIN_FRACTION = 0.25  # histogram bin, in sd of ln χ²(2N)
 _MAD_TO_SD = 1.482602218505602
@@ -102,12 +119,47 @@ def _chi2_median(n_frames: int) -> float:
     return 2.0 * float(gammaincinv(n_frames, 0.5))
 
 
+def _block_size(shape: tuple[int, ...]) -> int:
+    return int(min(max(min(shape[-2:]) // 8, 8), 32))
+
+
+def _noise_blocks(squared_norms: np.ndarray, n_frames: int, need: int) -> NoiseEstimate | None:
+    """σ from the darkest in-plane blocks whose voxels are pure noise (module docstring); None: too few such blocks."""
+    sq = np.asarray(squared_norms, dtype=np.float64)
+    b = _block_size(sq.shape)
+    ny, nx = (sq.shape[-2] // b) * b, (sq.shape[-1] // b) * b
+    if ny < 2 * b or nx < 2 * b:
+        return None
+    planes = sq.reshape((-1,) + sq.shape[-2:])[:, :ny, :nx]
+    blocks = planes.reshape(planes.shape[0], ny // b, b, nx // b, b).transpose(0, 1, 3, 2, 4).reshape(-1, b * b)
+    sd = _log_chi2_sd(n_frames)
+    good = (blocks > 0).all(axis=1) & np.isfinite(blocks).all(axis=1)
+    if not good.any():
+        return None
+    logs = np.log(blocks[good])
+    medians = np.median(logs, axis=1)
+    spreads = _MAD_TO_SD * np.median(np.abs(logs - medians[:, None]), axis=1) / sd
+    noise_like = (spreads >= 1.0 / BLOCK_SPREAD_TOLERANCE) & (spreads <= BLOCK_SPREAD_TOLERANCE)
+    if not noise_like.any():
+        return None
+    darkest = float(medians[noise_like].min())
+    family = noise_like & (medians <= darkest + 2.0 * sd)  # the quietest air; brighter blocks hold ghosts or tissue
+    pooled = blocks[good][family].ravel()
+    if family.sum() < 2 or pooled.size < need:
+        return None
+    sigma2 = float(np.median(pooled)) / _chi2_median(n_frames)
+    log_p = np.log(pooled)
+    ratio = _MAD_TO_SD * float(np.median(np.abs(log_p - np.median(log_p)))) / sd
+    return NoiseEstimate(math.sqrt(sigma2), int(pooled.size), ratio)
+
+
 def estimate_noise(squared_norms: np.ndarray, n_frames: int) -> NoiseEstimate:
     """σ per real channel from the squared fingerprint norms of a slice's voxels (module docstring).
 
     Args:
-        squared_norms: ``(n_voxels,)`` ``‖y‖²`` over the frames (any float dtype; zeros — voxels
-            outside the reconstructed field, exact-zero padding — are left out).
+        squared_norms: ``‖y‖²`` over the frames of every voxel: the slice's spatial shape ``(…, y, x)``
+            (then the pure-noise blocks are looked for first), or a flat ``(n_voxels,)`` list (any float
+            dtype; zeros — voxels outside the reconstructed field, exact-zero padding — are left out).
         n_frames: N, the frames each norm is over.
 
     Returns:
@@ -115,7 +167,14 @@ def estimate_noise(squared_norms: np.ndarray, n_frames: int) -> NoiseEstimate:
     """
     if n_frames < 1:
         raise ValueError(f"n_frames: expected ≥ 1, got {n_frames}")
-    sq = np.asarray(squared_norms, dtype=np.float64).ravel()
+    arr = np.asarray(squared_norms, dtype=np.float64)
+    if arr.ndim >= 2:
+        total = int(np.count_nonzero(np.isfinite(arr) & (arr > 0)))
+        found = _noise_blocks(arr, n_frames, max(MIN_BACKGROUND_VOXELS,
+                                                 int(math.ceil(MIN_BACKGROUND_FRACTION * total))))
+        if found is not None:
+            return found
+    sq = arr.ravel()
     sq = sq[np.isfinite(sq) & (sq > 0)]
     need = max(MIN_BACKGROUND_VOXELS, int(math.ceil(MIN_BACKGROUND_FRACTION * sq.size)))
     if sq.size < need:
@@ -197,7 +256,7 @@ def despeckle(mask: np.ndarray) -> np.ndarray:
 
 
 def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | None = None,
-               snr: float = DEFAULT_MASK_SNR, remove_isolated: bool = True,
+               snr: float = DEFAULT_MASK_SNR, floor: float = DEFAULT_MASK_FLOOR, remove_isolated: bool = True,
                noise: NoiseEstimate | None = None) -> Foreground:
     """The background mask of one slice (module docstring).
 
@@ -208,6 +267,8 @@ def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | N
             :data:`DEFAULT_MASK_THRESHOLD` when σ is unknown); a number in [0, 1) — the fraction of the
             :data:`MASK_PERCENTILE` th-percentile norm below which a voxel is background.
         snr: the noise rule's threshold, in units of σ (> 0).
+        floor: the noise rule's floor, a fraction in [0, 1) of the 99th-percentile norm that a voxel must
+            reach too (:data:`DEFAULT_MASK_FLOOR`; 0: the noise alone decides).
         remove_isolated: drop isolated foreground voxels (:func:`despeckle`; only for a 2-D or 3-D slice).
         noise: the slice's noise if already estimated (else it is estimated here).
 
@@ -218,11 +279,15 @@ def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | N
         raise ValueError(f"threshold: expected None (noise-aware) or a number in [0, 1), got {threshold}")
     if not (isinstance(snr, (int, float, np.floating)) and math.isfinite(snr) and snr > 0):
         raise ValueError(f"snr: expected a number > 0, got {snr!r}")
+    if not (isinstance(floor, (int, float, np.floating)) and 0.0 <= float(floor) < 1.0):
+        raise ValueError(f"floor: expected a fraction in [0, 1), got {floor!r}")
     sq = np.asarray(squared_norms)
     noise = estimate_noise(sq, n_frames) if noise is None else noise
     norms = np.sqrt(sq)
     if threshold is None and noise.sigma is not None:
         rule, cut = "noise", float(snr) * noise.sigma * math.sqrt(n_frames)
+        if floor > 0:
+            cut = max(cut, float(floor) * percentile(norms.ravel(), MASK_PERCENTILE))
     else:
         rule = "fraction"
         frac = DEFAULT_MASK_THRESHOLD if threshold is None else float(threshold)

@@ -22,8 +22,10 @@ get T1 = T2 = M0 = 0. Only foreground voxels are passed to the estimator.
 Optional maps: ``uncertainty=True`` adds ``t1_sd``/``t2_sd``, each voxel's predicted standard
 deviation (ms) at its estimate and SNR (:mod:`drone_core.uncertainty`; a model with an
 uncertainty table); ``goodness_of_fit=True`` adds ``fit``, the residual between the fingerprint and
-the atom at its estimate in units of the noise (:mod:`drone_core.goodness_of_fit`). Both need the
-slice's σ: where it is unknown they are 0 everywhere (and ``noise.sigma`` is None).
+the atom at its estimate in units of the noise (:mod:`drone_core.goodness_of_fit`). Both use the
+noise σ *inside the tissue*, measured from the residuals of the slice's bright voxels
+(``tissue_sigma``; after a parallel-imaging reconstruction it is not the air's); where it cannot be
+measured they are 0 everywhere.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from .masking import DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD, MASK_PERCENTILE, NoiseEstimate, foreground
+from .masking import (DEFAULT_MASK_FLOOR, DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD, MASK_PERCENTILE, NoiseEstimate,
+                      foreground)
 
 __all__ = ["SliceMaps", "reconstruct", "estimate", "foreground_mask", "accepts_b1", "estimates_b1",
-           "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_SNR", "MASK_PERCENTILE", "OPTIONAL_MAPS"]
+           "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_SNR", "DEFAULT_MASK_FLOOR", "MASK_PERCENTILE", "OPTIONAL_MAPS"]
 
 #: Maps :func:`reconstruct` adds on request, besides T1, T2, M0 (and B1).
 OPTIONAL_MAPS: tuple[str, ...] = ("t1_sd", "t2_sd", "fit")
@@ -61,6 +64,9 @@ class SliceMaps:
         fit: goodness of fit (residual in units of the noise; ≈ 1 where the model explains the voxel),
             float32 (0 outside the mask), or None when not asked for.
         n_unestimated: foreground voxels the estimator gave no estimate (B1 unknown or out of its range, NaN).
+        tissue_sigma: the noise σ inside the tissue, from the residuals of its bright voxels
+            (:func:`drone_core.goodness_of_fit.tissue_sigma`), which the t1_sd/t2_sd/fit maps use; None when
+            they were not asked for or it could not be estimated.
     """
 
     t1: np.ndarray
@@ -74,6 +80,7 @@ class SliceMaps:
     t2_sd: np.ndarray | None = None
     fit: np.ndarray | None = None
     n_unestimated: int = 0
+    tissue_sigma: float | None = None
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """``{"t1": …, "t2": …, "m0": …}``, and ``"b1"``, ``"t1_sd"``, ``"t2_sd"``, ``"fit"`` when present."""
@@ -133,12 +140,13 @@ def estimate(estimator: Any, signals: np.ndarray, b1: np.ndarray | None = None
 
 
 def foreground_mask(frames: np.ndarray, mask_threshold: float | None = None, *,
-                    mask_snr: float = DEFAULT_MASK_SNR, despeckle: bool | None = None) -> np.ndarray:
+                    mask_snr: float = DEFAULT_MASK_SNR, mask_floor: float = DEFAULT_MASK_FLOOR,
+                    despeckle: bool | None = None) -> np.ndarray:
     """The voxels :func:`reconstruct` passes to the estimator (before it drops those it cannot fit).
 
     Args:
         frames: ``(N, …)`` magnitudes (finite, ≥ 0; not checked here).
-        mask_threshold, mask_snr, despeckle: as for :func:`reconstruct`.
+        mask_threshold, mask_snr, mask_floor, despeckle: as for :func:`reconstruct`.
 
     Returns:
         bool, ``frames.shape[1:]``.
@@ -146,7 +154,7 @@ def foreground_mask(frames: np.ndarray, mask_threshold: float | None = None, *,
     by_frame = np.ascontiguousarray(frames, dtype=np.float32).reshape(np.shape(frames)[0], -1)
     spatial = np.shape(frames)[1:]
     fg = foreground(_squared_norms(by_frame).reshape(spatial), by_frame.shape[0], threshold=mask_threshold,
-                    snr=mask_snr, remove_isolated=(mask_threshold is None) if despeckle is None else despeckle)
+                    snr=mask_snr, floor=mask_floor, remove_isolated=(mask_threshold is None) if despeckle is None else despeckle)
     return fg.mask
 
 
@@ -159,7 +167,8 @@ def _squared_norms(by_frame: np.ndarray) -> np.ndarray:
 
 
 def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | None = None,
-                mask_snr: float = DEFAULT_MASK_SNR, despeckle: bool | None = None, b1: np.ndarray | None = None,
+                mask_snr: float = DEFAULT_MASK_SNR, mask_floor: float = DEFAULT_MASK_FLOOR,
+                despeckle: bool | None = None, b1: np.ndarray | None = None,
                 uncertainty: bool = False, goodness_of_fit: bool = False) -> SliceMaps:
     """Maps of one slice.
 
@@ -170,6 +179,8 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
         mask_threshold: None — the noise-aware mask (module docstring); a fraction in [0, 1) of the
             slice's 99th-percentile fingerprint norm below which a voxel is background.
         mask_snr: the noise-aware mask's threshold: fingerprint RMS over the frames ≥ this × σ (> 0).
+        mask_floor: the noise-aware mask's floor: the norm must also reach this fraction of the slice's
+            99th-percentile norm (in [0, 1); EPI ghosts and ringing, :mod:`drone_core.masking`).
         despeckle: drop isolated foreground voxels; None — only with the noise-aware mask.
         b1: relative B1 map of spatial shape ``frames.shape[1:]`` (float), or None. Only for an
             estimator that :func:`accepts_b1`.
@@ -216,7 +227,7 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
             raise ValueError(f"b1: the estimator ({type(estimator).__name__}) takes no B1 map (a model trained with "
                              "a B1 input or a dictionary with a B1 axis does)")
         b1_flat = b1_arr.reshape(-1)
-    fg = foreground(sq.reshape(spatial), n_frames, threshold=mask_threshold, snr=mask_snr,
+    fg = foreground(sq.reshape(spatial), n_frames, threshold=mask_threshold, snr=mask_snr, floor=mask_floor,
                     remove_isolated=(mask_threshold is None) if despeckle is None else bool(despeckle))
     mask = fg.mask.reshape(-1).copy()
     sigma = fg.noise.sigma
@@ -224,6 +235,7 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
     t2 = np.zeros_like(t1)
     m0 = np.zeros_like(t1)
     b1_map = np.zeros_like(t1) if estimates_b1(estimator) else None
+    tissue_sigma = None
     extra = {name: np.zeros_like(t1) for name, wanted in
              (("t1_sd", uncertainty), ("t2_sd", uncertainty), ("fit", goodness_of_fit)) if wanted}
     if mask.any():
@@ -240,19 +252,44 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
             b1_map[keep] = eb[ok]
         mask[idx[~ok]] = False
         b1_of = eb if eb is not None else (None if b1_flat is None else b1_flat[idx])
-        if extra and sigma is not None and sigma > 0 and ok.any():
-            b1_ok = None if b1_of is None else b1_of[ok]
-            if uncertainty:
-                sd1, sd2 = estimator.estimate_std(e1[ok], e2[ok], em[ok], sigma, b1_ok)
-                extra["t1_sd"][keep] = np.nan_to_num(sd1, nan=0.0)
-                extra["t2_sd"][keep] = np.nan_to_num(sd2, nan=0.0)
-            if goodness_of_fit:
-                from .goodness_of_fit import goodness_of_fit as fit_in_noise_units, residual_norms
-
-                res = residual_norms(estimator.schedule, signals[ok], np.clip(e1[ok], 1e-3, None),
-                                     np.clip(e2[ok], 1e-3, None), b1_ok)
-                extra["fit"][keep] = fit_in_noise_units(res, sigma, n_frames, 3 + int(eb is not None))
+        if extra and ok.any():
+            tissue_sigma = _optional_maps(estimator, extra, keep, signals[ok], e1[ok], e2[ok], em[ok],
+                                          None if b1_of is None else b1_of[ok], n_params=3 + int(eb is not None),
+                                          fit=goodness_of_fit, uncertainty=uncertainty)
     return SliceMaps(t1.reshape(spatial), t2.reshape(spatial), m0.reshape(spatial), mask.reshape(spatial),
                      None if b1_map is None else b1_map.reshape(spatial), fg.noise, fg.rule,
                      **{name: value.reshape(spatial) for name, value in extra.items()},
-                     n_unestimated=int(fg.mask.sum() - mask.sum()))
+                     n_unestimated=int(fg.mask.sum() - mask.sum()), tissue_sigma=tissue_sigma)
+
+
+def _optional_maps(estimator: Any, extra: dict[str, np.ndarray], keep: np.ndarray, signals: np.ndarray,
+                   t1: np.ndarray, t2: np.ndarray, m0: np.ndarray, b1: np.ndarray | None, *, n_params: int,
+                   fit: bool, uncertainty: bool) -> float | None:
+    """Fill the t1_sd/t2_sd/fit maps (``extra``, flat) at ``keep`` from the valid voxels' estimates; the noise is
+    σ inside the tissue (:func:`drone_core.goodness_of_fit.tissue_sigma`). Returns it (None: unknown, maps 0)."""
+    from .goodness_of_fit import BRIGHT_FRACTION, TISSUE_SAMPLE, goodness_of_fit, residual_norms
+    from .goodness_of_fit import tissue_sigma as sigma_of
+
+    schedule = estimator.schedule
+    n_frames = signals.shape[1]
+    t1c, t2c = np.clip(t1, 1e-3, None), np.clip(t2, 1e-3, None)
+    norms = np.sqrt(_squared_norms(np.ascontiguousarray(signals.T)))
+    bright = np.flatnonzero(norms >= BRIGHT_FRACTION * float(np.percentile(norms, 99.0)))
+    if fit:  # every voxel's residual is needed anyway
+        res = residual_norms(schedule, signals, t1c, t2c, b1)
+        sample_res = res[bright]
+    else:
+        rng = np.random.default_rng(0)
+        sample = bright if bright.size <= TISSUE_SAMPLE else np.sort(rng.choice(bright, TISSUE_SAMPLE, replace=False))
+        sample_res = residual_norms(schedule, signals[sample], t1c[sample], t2c[sample],
+                                    None if b1 is None else b1[sample])
+    sigma = sigma_of(sample_res, n_frames, n_params)
+    if sigma is None or not sigma > 0:
+        return None
+    if uncertainty:
+        sd1, sd2 = estimator.estimate_std(t1, t2, m0, sigma, b1)
+        extra["t1_sd"][keep] = np.nan_to_num(sd1, nan=0.0)
+        extra["t2_sd"][keep] = np.nan_to_num(sd2, nan=0.0)
+    if fit:
+        extra["fit"][keep] = goodness_of_fit(res, sigma, n_frames, n_params)
+    return sigma

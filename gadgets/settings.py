@@ -77,6 +77,8 @@ class GadgetSettings:
             slice's background; a fraction: voxels whose fingerprint L2 norm is below it × the slice's
             99th-percentile norm are background (maps 0; 0 keeps every non-zero voxel).
         mask_snr: the noise-aware mask's threshold, in units of σ (air: √2 ≈ 1.41).
+        mask_floor: the noise-aware mask's floor: a voxel's fingerprint norm must also reach this
+            fraction of the slice's 99th-percentile norm (EPI ghosts, ringing).
         mask_despeckle: ``"auto"`` (drop isolated foreground voxels with the noise-aware mask only),
             ``"true"`` or ``"false"``.
         series_index: ``image_series_index`` of each emitted map, by map name.
@@ -102,6 +104,7 @@ class GadgetSettings:
     device: str = "auto"
     mask_threshold: float | None = None
     mask_snr: float = 2.0
+    mask_floor: float = 0.05
     mask_despeckle: str = "auto"
     t1_series_index: int = 100
     t2_series_index: int = 101
@@ -334,6 +337,11 @@ PROPERTIES: tuple[Property, ...] = (
              "With `mask_threshold=auto`: the foreground threshold in units of the noise σ (fingerprint RMS over the "
              "frames; air has √2 ≈ 1.41 with a spread of ≈ 0.1 for 25 frames).",
              _positive, "mask_snr"),
+    Property("mask_floor", "0.05",
+             "With `mask_threshold=auto`: a voxel's fingerprint L2 norm must also reach this fraction of the slice's "
+             "99th-percentile norm. EPI N/2 ghosts and the reconstruction's ringing are signal, at a few percent of "
+             "the tissue's, and above the noise when the noise is low; 0 lets the noise alone decide. In [0, 1).",
+             _fraction, "mask_floor"),
     Property("mask_despeckle", "auto",
              "Drop isolated foreground voxels (none of their 8 in-plane neighbours foreground): `auto` (with "
              "`mask_threshold=auto` only), `true` or `false`.",

@@ -48,7 +48,7 @@ import numpy as np
 
 from drone_core._version import __version__
 
-from drone_core.masking import DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD
+from drone_core.masking import DEFAULT_MASK_FLOOR, DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD
 from drone_core.reconstruct import SliceMaps, reconstruct
 from .b1maps import B1File, B1Map, b1_map_from_image, b1_on_frames, open_b1_source
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
@@ -415,14 +415,14 @@ def with_b1(items: Iterable[Any], *, source: B1File | None = None, series_index:
 
 
 def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float | None = None,
-         mask_snr: float = DEFAULT_MASK_SNR, despeckle: bool | None = None,
+         mask_snr: float = DEFAULT_MASK_SNR, mask_floor: float = DEFAULT_MASK_FLOOR, despeckle: bool | None = None,
          maps_to_emit: tuple[str, ...] = DEFAULT_MAPS) -> Iterator[Any]:
     """Stage 3: :class:`Trajectory` → :class:`MapSet` (others pass through).
 
     Args:
         items: output of :func:`trajectories` (or :func:`with_b1`).
         estimator: a ``DroneModel`` or ``Matcher`` (see :func:`drone_core.reconstruct.reconstruct`).
-        mask_threshold, mask_snr, despeckle: the background mask (None: noise-aware; a fraction of the
+        mask_threshold, mask_snr, mask_floor, despeckle: the background mask (None: noise-aware; a fraction of the
             99th-percentile fingerprint norm), as :func:`~drone_core.reconstruct.reconstruct` takes them.
         maps_to_emit: the maps the next stage emits (the optional ones are computed only when listed).
     """
@@ -431,17 +431,22 @@ def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float | None =
     for item in items:
         if isinstance(item, Trajectory):
             result = reconstruct(item.frames, estimator, mask_threshold=mask_threshold, mask_snr=mask_snr,
-                                 despeckle=despeckle, b1=item.b1, uncertainty=uncertainty, goodness_of_fit=fit)
+                                 mask_floor=mask_floor, despeckle=despeckle, b1=item.b1, uncertainty=uncertainty, goodness_of_fit=fit)
             noise = result.noise
             if noise is not None and noise.sigma is not None:
                 noise_text = f"noise σ {noise.sigma:.4g} (from {noise.n_background} background voxels)"
             else:
                 noise_text = "noise σ unknown"
                 log.warning("slice %d: no noise-only background found (%s): the mask is %s of the 99th-percentile "
-                            "fingerprint norm%s", item.slice, noise.reason if noise is not None else "not estimated",
-                            mask_threshold if mask_threshold is not None else DEFAULT_MASK_THRESHOLD,
-                            "; the t1_sd/t2_sd/fit maps are 0" if (uncertainty or fit) else "")
-            rule = (f"RMS ≥ {mask_snr:g} σ" if result.mask_rule == "noise"
+                            "fingerprint norm", item.slice, noise.reason if noise is not None else "not estimated",
+                            mask_threshold if mask_threshold is not None else DEFAULT_MASK_THRESHOLD)
+            if uncertainty or fit:
+                if result.tissue_sigma is not None:
+                    noise_text += f", {result.tissue_sigma:.4g} inside the tissue (for the sd and fit maps)"
+                else:
+                    log.warning("slice %d: the noise inside the tissue could not be measured (too few bright voxels): "
+                                "the t1_sd/t2_sd/fit maps are 0", item.slice)
+            rule = (f"RMS ≥ {mask_snr:g} σ and norm ≥ {mask_floor:g} × p99" if result.mask_rule == "noise"
                     else f"norm ≥ {mask_threshold if mask_threshold is not None else DEFAULT_MASK_THRESHOLD:g} "
                          f"× p99")
             if item.b1 is None:
@@ -471,7 +476,7 @@ def settings_meta(settings: GadgetSettings) -> str:
 
 def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
              settings: GadgetSettings | None = None, noise_sigma: float | None = None,
-             mask_rule: str = "") -> dict[str, str | list[str]]:
+             mask_rule: str = "", tissue_sigma: float | None = None) -> dict[str, str | list[str]]:
     """Meta attributes of one map image (MRD standard names and Gadgetron's ``GADGETRON_*`` ones).
 
     ``DataRole`` is ``Quantitative`` (pixel values are parametric: not to be rescaled downstream),
@@ -486,6 +491,8 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
         noise_sigma: the slice's estimated noise σ per real channel (frames' units), stored as
             ``DRONE_NoiseSigma`` (``unknown`` when None).
         mask_rule: how the mask was drawn (``noise`` or ``fraction``), stored as ``DRONE_MaskRule`` when given.
+        tissue_sigma: the noise σ inside the tissue that the t1_sd/t2_sd/fit maps use, stored as
+            ``DRONE_NoiseSigmaTissue`` when known.
     """
     info = MAP_INFO[name]
     if info.window is not None:
@@ -516,6 +523,7 @@ def map_meta(name: str, data: np.ndarray, mask: np.ndarray, *, source: str = "",
         "DRONE_Version": __version__,
         "DRONE_NoiseSigma": "unknown" if noise_sigma is None else f"{noise_sigma:.6g}",
         **({"DRONE_MaskRule": mask_rule} if mask_rule else {}),
+        **({"DRONE_NoiseSigmaTissue": f"{tissue_sigma:.6g}"} if tissue_sigma is not None else {}),
         **({"DRONE_Settings": settings_meta(settings)} if settings is not None else {}),
     }
 
@@ -552,7 +560,8 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = DEFAULT_MAPS
             out.append(make_image(data, item.header, image_series_index=series[name], image_index=item.slice + 1,
                                   meta=map_meta(name, data, item.maps.mask, source=source,
                                                 settings=settings, noise_sigma=item.maps.noise_sigma,
-                                                mask_rule=item.maps.mask_rule)))
+                                                mask_rule=item.maps.mask_rule,
+                                                tissue_sigma=item.maps.tissue_sigma)))
         yield from out
 
 
@@ -592,6 +601,6 @@ def pipeline(items: Iterable[Any], estimator: Any, settings: GadgetSettings | No
         stream = with_b1(stream, source=open_b1_source(settings), series_index=settings.b1_series_index,
                          max_pending_bytes=max_pending_bytes)
     stream = maps(stream, estimator, mask_threshold=settings.mask_threshold, mask_snr=settings.mask_snr,
-                  despeckle=settings.despeckle, maps_to_emit=settings.output_maps)
+                  mask_floor=settings.mask_floor, despeckle=settings.despeckle, maps_to_emit=settings.output_maps)
     return images(stream, maps_to_emit=settings.output_maps, series_index=settings.series_index,
                   source=describe_estimator(estimator), settings=settings)

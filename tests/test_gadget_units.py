@@ -46,7 +46,7 @@ def test_settings_defaults_and_table() -> None:
     assert (s.model, s.estimator, s.frame_counter, s.device, s.schedule_check) == (
         "default", "network", "repetition", "auto", "strict")
     assert s.frames_per_fingerprint is None and s.maps == ("t1", "t2", "m0")
-    assert s.series_index == {"t1": 100, "t2": 101, "m0": 102}
+    assert s.series_index == {"t1": 100, "t2": 101, "m0": 102, "t1_sd": 105, "t2_sd": 106, "fit": 107}
     table = settings_table()
     for p in PROPERTIES:
         assert f"`{p.name}`" in table

@@ -257,7 +257,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         _write_parts(out[name], parts, head)
     bad_chain = folder / "bad_property.xml"
     bad_chain.write_text((CHAINS / "drone_images.xml").read_text().replace(
-        '<property name="mask_threshold" value="0.05"/>', '<property name="mask_threshold" value="1.5"/>'))
+        '<property name="mask_threshold" value="auto"/>', '<property name="mask_threshold" value="1.5"/>'))
     assert "1.5" in bad_chain.read_text()
     out["bad_property_chain"] = bad_chain
     return out

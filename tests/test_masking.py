@@ -118,7 +118,7 @@ def test_the_threshold_is_mask_snr_sigma() -> None:
     frames, sigma = _scan(brain_phantom(1), 0.01, seed=9)
     sq = _squared_norms(frames[:, 0])
     for snr in (1.8, DEFAULT_MASK_SNR, 10.0):
-        fg = foreground(sq, N, snr=snr, remove_isolated=False)
+        fg = foreground(sq, N, snr=snr, floor=0.0, remove_isolated=False)
         assert fg.rule == "noise"
         assert fg.norm_threshold == pytest.approx(snr * fg.noise.sigma * math.sqrt(N))
         np.testing.assert_array_equal(fg.mask, np.sqrt(sq) >= fg.norm_threshold)
@@ -147,3 +147,27 @@ def test_despeckle_drops_isolated_voxels_only() -> None:
     assert cleaned.n_despeckled == int(plain.mask.sum() - cleaned.mask.sum())
     row = foreground(np.array([0.0, 1.0, 0.0, 1.0]), N, threshold=0.0)
     assert row.mask.tolist() == [False, True, False, True]
+
+
+def test_the_floor_masks_ghost_like_signal_that_the_noise_alone_keeps() -> None:
+    """EPI N/2 ghosts: a copy of the head at a few percent of its signal, in the air — signal, not noise, and far
+    above it at low noise. The floor (5 % of the 99th-percentile norm) masks a 3.5 % ghost; the noise alone does not."""
+    phantom = brain_phantom(1)
+    clean = simulate_frames(phantom, SCHEDULE, 0.0, magnitude=False)[:, 0]
+    ghost = 0.035 * np.roll(clean, clean.shape[-2] // 2, axis=-2)  # shifted by half the field of view
+    outside = phantom.labels[0] == 0
+    ghost[:, ~outside] = 0
+    sigma = image_noise_sigma(clean, 0.005)
+    rng = np.random.default_rng(12)
+    frames = np.abs(clean + ghost + sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape)))
+    sq = _squared_norms(frames)
+    in_ghost = outside & (np.abs(ghost).max(axis=0) > 0)
+    assert in_ghost.sum() > 500
+    no_floor = foreground(sq, N, floor=0.0)
+    with_floor = foreground(sq, N)
+    assert no_floor.rule == with_floor.rule == "noise"
+    assert no_floor.mask[in_ghost].mean() > 0.5
+    assert with_floor.mask[in_ghost].mean() < 0.01
+    assert with_floor.mask[~outside].all()
+    with pytest.raises(ValueError, match="floor: expected a fraction"):
+        foreground(sq, N, floor=1.0)

@@ -68,7 +68,7 @@ def test_early_stopping_restores_best(small_dictionary: Dictionary) -> None:
 def test_outputs_written(small_dictionary: Dictionary, tmp_path: Path) -> None:
     r = train(small_dictionary, TrainConfig(epochs=2, batch_size=64, device="cpu", hidden=(8,)), progress=False,
               log=False)
-    summary = write_outputs(r, small_dictionary, tmp_path)
+    summary = write_outputs(r, small_dictionary, tmp_path, uncertainty_shape=(1, 6, 6, 4))
     for name in ("model.safetensors", "loss_curve.png", "scatter.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -78,6 +78,7 @@ def test_outputs_written(small_dictionary: Dictionary, tmp_path: Path) -> None:
     assert on_disk["training"]["hardware"]["device"] == "cpu"
     loaded = DroneModel.load(tmp_path / "model.safetensors")
     assert loaded.training["epochs_run"] == 2
+    assert loaded.uncertainty_table is not None and loaded.uncertainty_table.log_sd.shape == (2, 1, 6, 6, 4)
 
 
 def test_config_validation() -> None:
@@ -118,7 +119,7 @@ def test_cli_train_writes_outputs(small_dictionary: Dictionary, tmp_path: Path) 
     dict_path = tmp_path / "d.safetensors"
     small_dictionary.save(dict_path)
     rc = main(["train", "--dictionary", str(dict_path), "--out", str(tmp_path / "run"), "--epochs", "2",
-               "--hidden", "8", "--device", "cpu", "--quiet", "--fold", "2"])
+               "--hidden", "8", "--device", "cpu", "--quiet", "--fold", "2", "--no-uncertainty-table"])
     assert rc == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["training"]["n_atoms"] == -(-len(small_dictionary) // 2)  # ceil: stride 2 keeps 0, 2, 4, …

@@ -319,5 +319,6 @@ def test_the_files_configuration_drives_the_real_handler() -> None:
 
     assert reply.errors == []
     defaults = GadgetSettings()
-    assert sorted(im.image_series_index for im in reply.images) == sorted(defaults.series_index.values())
+    assert sorted(im.image_series_index for im in reply.images) == sorted(defaults.series_index[m]
+                                                                          for m in defaults.maps)
     assert all(im.data.dtype == np.float32 for im in reply.images)

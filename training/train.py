@@ -43,6 +43,7 @@ from drone_core.atom_norms import DEFAULT_SHAPE as DEFAULT_TABLE_SHAPE
 from drone_core.model import B1Use, DroneMLP, DroneModel, normalise_fingerprints
 from drone_core.noise import NoiseMode, add_noise, noisy_magnitudes
 from drone_core.schedule import Schedule, default_schedule
+from drone_core.uncertainty import DEFAULT_SHAPE as UNCERTAINTY_SHAPE
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "write_outputs", "plot_loss_curve", "plot_scatter",
            "add_train_arguments", "config_from_args", "main", "ProjectedMLP", "svd_basis"]
@@ -483,12 +484,15 @@ def plot_scatter(model: DroneModel, dictionary: Dictionary, metrics: dict[str, A
 
 def write_outputs(result: TrainResult, dictionary: Dictionary, out_dir: str | Path,
                   extra_eval: Sequence[float] = (0.005,), *,
-                  m0_table_shape: tuple[int, int, int] | None = DEFAULT_TABLE_SHAPE) -> dict[str, Any]:
+                  m0_table_shape: tuple[int, int, int] | None = DEFAULT_TABLE_SHAPE,
+                  uncertainty_shape: tuple[int, int, int, int] | None = UNCERTAINTY_SHAPE) -> dict[str, Any]:
     """Write ``model.safetensors``, ``loss_curve.png``, ``scatter.png`` and ``summary.json``.
 
     The summary's metrics are on the noise-free atoms of ``dictionary`` and, for each level in
     ``extra_eval``, on one seeded noisy draw of them. The model file gets the M0 table
-    (:meth:`DroneModel.with_m0_table`, ``m0_table_shape``; None: none — M0 then simulates each voxel's atom).
+    (:meth:`DroneModel.with_m0_table`, ``m0_table_shape``; None: none — M0 then simulates each voxel's atom)
+    and the uncertainty table (:meth:`DroneModel.with_uncertainty_table`, ``uncertainty_shape``; None: none —
+    the model then gives no t1_sd/t2_sd maps).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -497,6 +501,11 @@ def write_outputs(result: TrainResult, dictionary: Dictionary, out_dir: str | Pa
         t0 = time.perf_counter()
         model.with_m0_table(tuple(m0_table_shape))  # type: ignore[arg-type]
         model.training["m0_table"] = {"shape": list(m0_table_shape), "seconds": round(time.perf_counter() - t0, 2)}
+    if uncertainty_shape is not None:
+        t0 = time.perf_counter()
+        model.with_uncertainty_table(shape=tuple(uncertainty_shape))
+        model.training["uncertainty_table"] = {"shape": list(uncertainty_shape),
+                                               "seconds": round(time.perf_counter() - t0, 2)}
     clean = evaluate(model, dictionary)
     noisy = [evaluate(model, dictionary, noise_level=lvl, seed=1) for lvl in extra_eval]
     model.training["metrics_noise_free"] = {k: clean[k] for k in ("t1_ms", "t2_ms")}
@@ -544,6 +553,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-m0-table", action="store_true",
                    help="leave the M0 table out of the model file (M0 then simulates each voxel's atom; the table "
                         "takes ~10 s to build and ~0.8 MB)")
+    p.add_argument("--no-uncertainty-table", action="store_true",
+                   help="leave the uncertainty table out of the model file (it then gives no t1_sd/t2_sd maps; the "
+                        "table takes ~30 s to measure and ~1 MB)")
     p.add_argument("--target-transform", choices=("linear", "log"), default=d.target_transform,
                    help="map T1/T2 to the outputs linearly (paper) or logarithmically (equal relative precision)")
     p.add_argument("--t1-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -661,7 +673,8 @@ def run(args: argparse.Namespace) -> int:
                 evaluation = Dictionary.generate(full.schedule, t1p, t2p,
                                                  None if full.b1 is None else np.ones(t1p.size), device=args.device)
             summary = write_outputs(result, evaluation, args.out,
-                                    m0_table_shape=None if args.no_m0_table else DEFAULT_TABLE_SHAPE)
+                                    m0_table_shape=None if args.no_m0_table else DEFAULT_TABLE_SHAPE,
+                                    uncertainty_shape=None if args.no_uncertainty_table else UNCERTAINTY_SHAPE)
             m = summary["metrics"]["noise_free"]
             print(f"trained {result.epochs_run} epochs in {result.seconds:.0f} s on {world} process(es); "
                   f"noise-free RMSE T1 {m['t1_ms']['rmse']:.1f} ms, T2 {m['t2_ms']['rmse']:.1f} ms; "
