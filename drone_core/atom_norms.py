@@ -28,6 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .grid_tables import flat_on_device, recorded_array
+from .grid_tables import uniform_axis as _axis
 from .schedule import Schedule
 
 __all__ = ["AtomNormTable", "DEFAULT_SHAPE", "norm_ratio_m0", "ratio_of_norms", "TENSOR_KEY"]
@@ -36,10 +38,6 @@ __all__ = ["AtomNormTable", "DEFAULT_SHAPE", "norm_ratio_m0", "ratio_of_norms", 
 DEFAULT_SHAPE = (21, 96, 96)
 #: Key of the table's tensor in a model file (beside the network's weights).
 TENSOR_KEY = "m0_table.log_norm"
-
-
-def _axis(lo: float, hi: float, n: int) -> np.ndarray:
-    return np.linspace(float(lo), float(hi), int(n)) if n > 1 else np.array([float(lo)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,11 +152,7 @@ class AtomNormTable:
 
     def _flat(self, device: torch.device) -> torch.Tensor:
         """The float32 table, flattened, on ``device`` (kept per device)."""
-        cache: dict[str, torch.Tensor] = self.__dict__.setdefault("_flat_tables", {})
-        key = str(device)
-        if key not in cache:
-            cache[key] = torch.as_tensor(self.log_norm, dtype=torch.float32, device=device).reshape(-1).contiguous()
-        return cache[key]
+        return flat_on_device(self, self.log_norm, device)
 
     # ------------------------------------------------------------------ files
     def to_metadata(self) -> dict[str, Any]:
@@ -177,10 +171,7 @@ class AtomNormTable:
             ValueError: missing fields, or a tensor of another shape than recorded.
         """
         try:
-            shape = tuple(int(v) for v in meta["shape"])
-            arr = np.asarray(tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor)
-            if arr.shape != shape:
-                raise ValueError(f"the table holds {arr.shape} values, its metadata says {shape}")
+            arr = recorded_array(meta, tensor, "table")
             return cls(arr, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]), tuple(meta["b1_range"]),
                        int(meta["n_positions"]), str(meta["schedule_digest"]))
         except (KeyError, TypeError) as exc:

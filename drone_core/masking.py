@@ -31,8 +31,9 @@ with a standard deviation of ≈ 0.1σ for N = 25) and whose norm also reaches a
 :data:`DEFAULT_MASK_FLOOR` × the 99th-percentile norm (EPI ghosts and ringing: signal, not noise, and
 above the noise at low noise; at high noise the noise threshold is the higher one). A fixed
 ``threshold`` (a fraction of the slice's 99th-percentile fingerprint norm, the rule before the noise
-was estimated) still works when given, and is the fallback when the noise is unknown. ``despeckle`` then drops foreground voxels none of
-whose in-plane 8 neighbours is foreground (isolated noise voxels; tissue is never one voxel alone).
+was estimated) still works when given, and is the fallback when the noise is unknown. ``despeckle``
+then drops foreground voxels none of whose in-plane 8 neighbours is foreground (isolated noise
+voxels; tissue is never one voxel alone).
 
 This module holds no estimator: :func:`drone_core.reconstruct.reconstruct` uses it.
 """
@@ -46,8 +47,8 @@ import numpy as np
 from scipy.special import gammaincinv, polygamma
 
 __all__ = ["NoiseEstimate", "Foreground", "estimate_noise", "foreground", "despeckle", "percentile",
-           "DEFAULT_MASK_SNR", "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_FLOOR", "MASK_PERCENTILE", "MIN_BACKGROUND_VOXELS",
-           "MIN_BACKGROUND_FRACTION", "SPREAD_TOLERANCE"]
+           "DEFAULT_MASK_SNR", "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_FLOOR", "MASK_PERCENTILE",
+           "MIN_BACKGROUND_VOXELS", "MIN_BACKGROUND_FRACTION", "SPREAD_TOLERANCE", "BLOCK_SPREAD_TOLERANCE"]
 
 #: Default foreground threshold: fingerprint RMS over the frames ≥ this × the estimated σ. Air has
 #: √2 ≈ 1.41 (sd ≈ 0.10 for 25 frames); P(air ≥ 2.0) ≈ 3·10⁻⁵ per voxel before :func:`despeckle`.

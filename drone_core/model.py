@@ -624,7 +624,7 @@ class DroneModel:
         return _weights_digest(self.network.state_dict())
 
     def with_uncertainty_table(self, **options: Any) -> "DroneModel":
-        """Measure :attr:`uncertainty_table` (:meth:`UncertaintyTable.build` with ``options``; seconds) and return self."""
+        """Measure :attr:`uncertainty_table` (:meth:`UncertaintyTable.build` with ``options``; seconds); return self."""
         self.uncertainty_table = UncertaintyTable.build(self, network_digest=self.network_digest(), **options)
         return self
 

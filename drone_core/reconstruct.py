@@ -154,7 +154,8 @@ def foreground_mask(frames: np.ndarray, mask_threshold: float | None = None, *,
     by_frame = np.ascontiguousarray(frames, dtype=np.float32).reshape(np.shape(frames)[0], -1)
     spatial = np.shape(frames)[1:]
     fg = foreground(_squared_norms(by_frame).reshape(spatial), by_frame.shape[0], threshold=mask_threshold,
-                    snr=mask_snr, floor=mask_floor, remove_isolated=(mask_threshold is None) if despeckle is None else despeckle)
+                    snr=mask_snr, floor=mask_floor,
+                    remove_isolated=(mask_threshold is None) if despeckle is None else despeckle)
     return fg.mask
 
 
@@ -230,7 +231,6 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
     fg = foreground(sq.reshape(spatial), n_frames, threshold=mask_threshold, snr=mask_snr, floor=mask_floor,
                     remove_isolated=(mask_threshold is None) if despeckle is None else bool(despeckle))
     mask = fg.mask.reshape(-1).copy()
-    sigma = fg.noise.sigma
     t1 = np.zeros(mask.shape, dtype=np.float32)
     t2 = np.zeros_like(t1)
     m0 = np.zeros_like(t1)

@@ -33,6 +33,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .grid_tables import flat_on_device, recorded_array
+from .grid_tables import uniform_axis as _axis
+
 __all__ = ["UncertaintyTable", "DEFAULT_SHAPE", "DEFAULT_SNR_RANGE", "DEFAULT_DRAWS", "TENSOR_KEY"]
 
 #: Grid points (B1, T1, T2, SNR) of a table (B1 collapses to one plane for a model without B1); five
@@ -46,10 +49,6 @@ DEFAULT_SNR_RANGE = (5.0, 5000.0)
 DEFAULT_DRAWS = 1024
 #: Key of the table's tensor in a model file.
 TENSOR_KEY = "uncertainty_table.log_sd"
-
-
-def _axis(lo: float, hi: float, n: int) -> np.ndarray:
-    return np.linspace(float(lo), float(hi), int(n)) if n > 1 else np.array([float(lo)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,11 +189,7 @@ class UncertaintyTable:
         return tuple(torch.where(ok, (v - beyond).exp_(), nan) for v in values)  # type: ignore[return-value]
 
     def _flat(self, device: torch.device) -> torch.Tensor:
-        cache: dict[str, torch.Tensor] = self.__dict__.setdefault("_flat_tables", {})
-        key = str(device)
-        if key not in cache:
-            cache[key] = torch.as_tensor(self.log_sd, dtype=torch.float32, device=device).reshape(-1).contiguous()
-        return cache[key]
+        return flat_on_device(self, self.log_sd, device)
 
     # ------------------------------------------------------------------ files
     def to_metadata(self) -> dict[str, Any]:
@@ -214,10 +209,7 @@ class UncertaintyTable:
             ValueError: missing fields, or a tensor of another shape than recorded.
         """
         try:
-            shape = tuple(int(v) for v in meta["shape"])
-            arr = np.asarray(tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor)
-            if arr.shape != shape:
-                raise ValueError(f"the uncertainty table holds {arr.shape} values, its metadata says {shape}")
+            arr = recorded_array(meta, tensor, "uncertainty table")
             return cls(arr, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]), tuple(meta["b1_range"]),
                        tuple(meta["snr_range"]), int(meta["n_draws"]), int(meta["n_positions"]),
                        str(meta["schedule_digest"]), str(meta["network_digest"]))

@@ -22,6 +22,9 @@ MAP_STYLE: Mapping[str, tuple[str, str, str, tuple[float, float] | None]] = {
     "t1": ("T1", "T1 (ms)", "inferno", (0.0, 3000.0)),
     "t2": ("T2", "T2 (ms)", "viridis", (0.0, 300.0)),
     "m0": ("M0", "M0 (a.u.)", "gray", None),
+    "t1_sd": ("T1 sd", "predicted sd of T1 (ms)", "magma", None),
+    "t2_sd": ("T2 sd", "predicted sd of T2 (ms)", "magma", None),
+    "fit": ("fit", "residual / noise", "cividis", (0.0, 4.0)),
 }
 
 

@@ -70,6 +70,8 @@ PROGRESS_MIN_FRAMES = 50
 _IMAGE = 1022  # message id of an image
 #: Maps read back from the gadget (the B1 map with ``b1=estimate``), in NIfTI output order.
 _OUTPUT_MAPS = MAP_NAMES + ("b1",)
+#: ``DRONE_Map`` labels (lower case) that are not their map's name.
+_MAP_LABELS = {"t1sd": "t1_sd", "t2sd": "t2_sd"}
 
 
 def _stream_modules() -> tuple[Any, Any]:
@@ -209,17 +211,18 @@ def _slice_count(path: Path, group: str, variables: Sequence[str]) -> int:
 
 def maps_by_slice(images: Sequence[ismrmrd.Image], settings: GadgetSettings | None = None,
                   ) -> dict[int, dict[str, tuple[np.ndarray, ismrmrd.ImageHeader]]]:
-    """``{slice: {"t1"|"t2"|"m0": ((z, y, x) float32 data, header)}}`` of the gadget's map images.
+    """``{slice: {"t1"|"t2"|"m0"|…: ((z, y, x) float32 data, header)}}`` of the gadget's map images.
 
-    A map is recognised by its meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``, ``B1``), else by its
-    ``image_series_index`` under ``settings`` (other images are ignored). B1 maps (``b1=estimate``)
+    A map is recognised by its meta ``DRONE_Map`` (``T1``, ``T2``, ``M0``, ``B1``, ``T1SD``, ``T2SD``, ``FIT``), else
+    by its ``image_series_index`` under ``settings`` (other images are ignored). B1 maps (``b1=estimate``)
     are in percent of nominal.
     """
     by_series = {index: name for name, index in (settings or GadgetSettings()).series_index.items()}
     out: dict[int, dict[str, tuple[np.ndarray, ismrmrd.ImageHeader]]] = {}
     for image in images:
         label = image.meta.get("DRONE_Map") if hasattr(image, "meta") else None
-        name = str(label).lower() if label else by_series.get(int(image.image_series_index))
+        name = _MAP_LABELS.get(str(label).lower(), str(label).lower()) if label else by_series.get(
+            int(image.image_series_index))
         if name not in _OUTPUT_MAPS:
             continue
         out.setdefault(int(image.slice), {})[name] = (np.asarray(image.data)[0], image.getHead())

@@ -21,7 +21,9 @@ Failures are isolated: whatever goes wrong with one connection (bad settings, a 
 garbage bytes, an unknown message id, a size over :class:`~drone_gadgets.mrd.Limits`, a client
 silent for ``idle_timeout_s``, a client that disconnects) ends that connection — with a TEXT
 ``ERROR drone_mrf: <reason>`` and CLOSE where the client can still hear it — and the server goes on
-serving the others.
+serving the others. Memory per connection is bounded by the limits (one message plus the frames of
+incomplete slices, ``max_pending_bytes``: a slice's whole N-frame stack counts from its first frame);
+estimators are shared between connections (built once per setting, :class:`EstimatorCache`).
 
 Refusals reach clients that send everything before they read (python-ismrmrd-server's
 ``client.py`` sends CONFIG, the header and every image, then waits; its receiver shuts the socket
@@ -35,9 +37,7 @@ thread of their own, up to ``_MAX_DRAINING_REFUSALS`` at once). Where the stream
 Parameters a client sends that the gadget does not know (python-ismrmrd-server's own
 ``invertcontrast.json`` sends ``options`` and ``sendOriginal``) are ignored with a warning that names
 them, in the server's log and as a ``WARNING drone_mrf: …`` TEXT to the client; a bad value of a
-property the gadget does know is still refused. Memory per connection is bounded by the limits (one message plus the frames of
-incomplete slices, ``max_pending_bytes``: a slice's whole N-frame stack counts from its first frame);
-estimators are shared between connections (built once per setting, :class:`EstimatorCache`).
+property the gadget does know is still refused.
 
 Properties that name files or hardware on the server (``model``, ``dictionary``, ``device``, and
 ``b1`` when it is ``file:<path>``) are the operator's: ``drone serve --model …`` sets them, and a
@@ -277,7 +277,7 @@ class _Session:
         self.sock.deadline = end if self.sock.deadline is None else min(self.sock.deadline, end)
         discarded = 0
         try:
-            while (message := self.reader.read()) is not None:
+            while self.reader.read() is not None:
                 discarded += 1
         except (StreamError, OSError) as exc:
             log.info("[%d] %s: stopped reading the refused stream after %d message(s): %s", self.number, self.peer,

@@ -219,8 +219,8 @@ def frames(items: Iterable[Any], *, counter: str = "repetition", skip_b1_maps: b
         if isinstance(item, ismrmrd.Image):
             if skip_b1_maps and _is_b1_map_image(item):
                 if not skipped:
-                    log.warning("a B1 map image (meta DRONE_Map B1, series %d, slice %d) arrived with property b1 other "
-                                "than stream: not a frame, not used (set b1=stream to use it)",
+                    log.warning("a B1 map image (meta DRONE_Map B1, series %d, slice %d) arrived with property b1 "
+                                "other than stream: not a frame, not used (set b1=stream to use it)",
                                 int(item.image_series_index), int(item.getHead().slice))
                 skipped += 1
                 continue
@@ -431,7 +431,8 @@ def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float | None =
     for item in items:
         if isinstance(item, Trajectory):
             result = reconstruct(item.frames, estimator, mask_threshold=mask_threshold, mask_snr=mask_snr,
-                                 mask_floor=mask_floor, despeckle=despeckle, b1=item.b1, uncertainty=uncertainty, goodness_of_fit=fit)
+                                 mask_floor=mask_floor, despeckle=despeckle, b1=item.b1, uncertainty=uncertainty,
+                                 goodness_of_fit=fit)
             noise = result.noise
             if noise is not None and noise.sigma is not None:
                 noise_text = f"noise σ {noise.sigma:.4g} (from {noise.n_background} background voxels)"

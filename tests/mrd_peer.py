@@ -50,6 +50,21 @@ class Reply:
         return [t for t in self.texts if t.startswith("ERROR")]
 
 
+def _read_reply(stream: Any, reply: Reply, start: float) -> None:
+    """Read the server's messages into ``reply`` until CLOSE (``closed``) or the stream's end (``failure``)."""
+    try:
+        for item in ProtocolDeserializer(stream).deserialize():
+            if isinstance(item, ismrmrd.Image):
+                reply.images.append(item)
+            elif isinstance(item, str):
+                reply.texts.append(item.rstrip("\x00"))
+        reply.closed = True
+    except Exception as exc:  # noqa: BLE001 - recorded for the test to assert on
+        reply.failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        reply.seconds = time.perf_counter() - start
+
+
 class RawClient:
     """A client socket that sends raw bytes and reads replies on a thread (so neither side blocks)."""
 
@@ -64,16 +79,8 @@ class RawClient:
     def _receive(self) -> None:
         stream = self.sock.makefile("rb")
         try:
-            for item in ProtocolDeserializer(stream).deserialize():
-                if isinstance(item, ismrmrd.Image):
-                    self.reply.images.append(item)
-                elif isinstance(item, str):
-                    self.reply.texts.append(item.rstrip("\x00"))
-            self.reply.closed = True
-        except Exception as exc:  # noqa: BLE001 - recorded for the test to assert on
-            self.reply.failure = f"{type(exc).__name__}: {exc}"
+            _read_reply(stream, self.reply, self._start)
         finally:
-            self.reply.seconds = time.perf_counter() - self._start
             stream.close()
 
     def send(self, data: bytes) -> bool:
@@ -167,16 +174,8 @@ class FireClient:
     def _receive(self, sock: socket.socket, start: float) -> None:
         stream = sock.makefile("rb")
         try:
-            for item in ProtocolDeserializer(stream).deserialize():
-                if isinstance(item, ismrmrd.Image):
-                    self.reply.images.append(item)
-                elif isinstance(item, str):
-                    self.reply.texts.append(item.rstrip("\x00"))
-            self.reply.closed = True
-        except Exception as exc:  # noqa: BLE001 - the reply ended without CLOSE: recorded for the test
-            self.reply.failure = f"{type(exc).__name__}: {exc}"
+            _read_reply(stream, self.reply, start)
         finally:
-            self.reply.seconds = time.perf_counter() - start
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # client.py's receiver, on CLOSE or failure
             except OSError:

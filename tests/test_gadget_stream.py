@@ -281,7 +281,8 @@ def test_in_process_schedule_mismatch(schedule, truth) -> None:
 
 
 @pytest.mark.parametrize("properties, fragment", [
-    ({"mask_threshold": "2"}, "property 'mask_threshold': expected 'auto' (the noise-aware mask) or a number in [0, 1); got '2'"),
+    ({"mask_threshold": "2"},
+     "property 'mask_threshold': expected 'auto' (the noise-aware mask) or a number in [0, 1); got '2'"),
     ({"colour": "blue"}, "unknown property 'colour'"),
     ({"model": "/nonexistent/model.safetensors"}, "property 'model': cannot load '/nonexistent/model.safetensors'"),
     ({"frames_per_fingerprint": "30"}, "property 'frames_per_fingerprint': 30 but the DRONE network"),

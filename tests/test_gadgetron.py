@@ -374,7 +374,8 @@ FAILURES = [
     ("schedule_mismatch", "drone send: drone_mrf: schedule mismatch"),
     ("incomplete", "drone send: drone_mrf: the stream ended with incomplete fingerprints, no maps made for them: "
                    "slice 1 has 24 of 25 frames (missing repetition 24)"),
-    ("bad_property", "drone send: drone_mrf: property 'mask_threshold': expected 'auto' (the noise-aware mask) or a number in [0, 1); got '1.5'"),
+    ("bad_property", "drone send: drone_mrf: property 'mask_threshold': expected 'auto' (the noise-aware mask) or a "
+                     "number in [0, 1); got '1.5'"),
 ]
 
 

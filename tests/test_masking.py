@@ -100,7 +100,8 @@ def test_nist_spheres_are_kept_at_3_percent_noise(array: str) -> None:
         rms = float(np.sqrt((clean[:, inside] ** 2).mean()))
         if array == "T2" and rms < 3 * sigma:
             # T2 spheres 13 and 14 (T2 10 and 8 ms, TE 23 ms): a noise-free RMS of 2.4σ and 1.3σ — about air's
-            # √2 σ; no voxelwise mask can tell them from noise. Reported, not a goal (the goal's phantom is the T1 array).
+            # √2 σ; no voxelwise mask can tell them from noise. Reported, not a goal (the goal's phantom is the T1
+            # array).
             continue
         assert mask[inside].all(), (array, k, int((~mask[inside]).sum()))
 

@@ -412,3 +412,24 @@ def test_replay_of_a_raw_scan_says_it_needs_a_reconstruction_first(tmp_path) -> 
     with pytest.raises(H5FormatError, match=r"holds no MRF frames.*/dataset holds raw acquisitions.*drone send"):
         replay(tmp_path / "raw.h5", tmp_path / "maps.h5", progress=False)
     assert not (tmp_path / "maps.h5").exists()
+
+
+def test_replay_with_the_uncertainty_and_fit_maps(tmp_path: Path) -> None:
+    """``--set maps=t1,t2,m0,t1_sd,t2_sd,fit`` on a noisy simulated scan: every series written, read back by
+    its DRONE_Map label, drawn in the PNG, and the sd maps positive where T1 is."""
+    from drone_core.phantoms import brain_phantom
+    from drone_core.schedule import default_schedule
+    from drone_gadgets.scan import write_phantom_scan
+
+    src = tmp_path / "scan.h5"
+    write_phantom_scan(src, brain_phantom(1, (48, 48)), default_schedule(), noise_level=0.02, seed=5)
+    settings = {**CPU, "maps": "t1,t2,m0,t1_sd,t2_sd,fit"}
+    result = replay(src, tmp_path / "maps.h5", settings=settings, png_dir=tmp_path / "png", progress=False)
+    assert result.series == {f"image_{s}": 1 for s in (100, 101, 102, 105, 106, 107)}
+    from drone_gadgets.replay import maps_by_slice
+
+    maps = maps_by_slice(h5io.read_images(tmp_path / "maps.h5", "dataset"))
+    assert sorted(maps[0]) == ["fit", "m0", "t1", "t1_sd", "t2", "t2_sd"]
+    t1, sd = maps[0]["t1"][0], maps[0]["t1_sd"][0]
+    assert ((sd > 0) == (t1 > 0)).mean() > 0.99 and (t1 > 0).sum() > 200
+    assert len(result.png_files) == 1 and result.png_files[0].stat().st_size > 10_000

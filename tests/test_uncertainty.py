@@ -149,4 +149,5 @@ def test_fit_is_one_where_the_model_explains_the_voxel_and_flags_partial_volume(
     patch[:, :8, :8] = y.T.reshape(25, 8, 8)  # an 8 × 8 block of them, in the air of the corner
     mixed = reconstruct(patch, model, goodness_of_fit=True)
     pv = mixed.fit[:8, :8][mixed.mask[:8, :8]]
-    assert pv.size == 64 and np.median(pv) > 3.0, np.median(pv)
+    # measured 3.15 (pure tissue 0.98); a median of 64 voxels varies by ≈ 0.1 between draws
+    assert pv.size == 64 and np.median(pv) > 2.5, np.median(pv)
