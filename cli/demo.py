@@ -171,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
             m2, s2, b2_pct = _stats(est["t2"][m], tt2)
             cols.append(f"{m1:5.0f} ± {s1:<4.0f} {b1_pct:+5.1f}% {m2:4.0f} ± {s2:<4.0f} {b2_pct:+5.1f}%")
         print(f"   {name:6s} {int(m.sum()):6d} {tt1.mean():5.0f}/{tt2.mean():<4.0f} " + " | ".join(cols))
+    air = labels == 0
+    first = next(iter(results.values()))
+    print(f"   background: {int((first['t1'][air] > 0).sum())} of {int(air.sum())} air voxels with maps, "
+          f"{int((first['t1'][~air] == 0).sum())} of {int((~air).sum())} tissue voxels without "
+          f"(the noise-aware mask: property mask_threshold=auto)")
     for z in range(labels.shape[0]):
         _panel(truth, results, z, out / f"panel_slice{z}.png")
     print(f"   figures: {out / 'panel_slice0.png'} (B1 map, maps, error % with and without the B1 map), "

@@ -104,6 +104,12 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     csf_with, csf_without = rows["CSF"]
     assert abs(csf_with[1][2]) < DEMO_MARGIN * abs(csf_without[1][2]), rows["CSF"]  # CSF T2 bias
     assert csf_with[0][1] < DEMO_MARGIN * csf_without[0][1], rows["CSF"]  # CSF T1 sd: the B1 spread is gone
+    # the noise-aware mask: the issue-13 goals (≤ 1 % of the air with maps, ≤ 0.5 % of the tissue without)
+    import re
+
+    air, n_air, lost, n_tissue = map(int, re.search(
+        r"background: (\d+) of (\d+) air voxels with maps, (\d+) of (\d+) tissue voxels without", out).groups())
+    assert air <= 0.01 * n_air and lost <= 0.005 * n_tissue, (air, n_air, lost, n_tissue)
 
 
 def test_commands_that_need_no_torch_do_not_import_it() -> None:
