@@ -617,3 +617,41 @@ def test_parameters_the_gadget_does_not_know_are_ignored_with_a_warning(server: 
     client = FireClient(server.address).run(
         scan_message_list(SCHEDULE, 1, parameters={"options": "", "mask_snr": "-1"}))
     assert re.search(r"property 'mask_snr': expected a positive number", _error(client.reply))
+
+
+def test_python_ismrmrd_servers_client_py_with_the_command_simulate_scan_prints(tmp_path: Path) -> None:
+    """The real ``client.py`` of python-ismrmrd-server (not shipped here: set DRONE_PYTHON_ISMRMRD_SERVER to a
+    checkout of it), run as ``drone simulate-scan`` says, against a ``drone serve`` process, on a scan with a B1
+    map (its B1 images come after the frames): exit 0, the maps in the output, no ERROR, no traceback."""
+    folder = os.environ.get("DRONE_PYTHON_ISMRMRD_SERVER")
+    if not folder or not (Path(folder) / "client.py").is_file():
+        pytest.skip("no python-ismrmrd-server checkout (set DRONE_PYTHON_ISMRMRD_SERVER to a folder with client.py)")
+    import shlex
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scan = tmp_path / "frames.h5"
+    made = subprocess.run([sys.executable, "-m", "drone_cli.main", "simulate-scan", str(scan), "--phantom", "brain",
+                           "--slices", "2", "--matrix", "64", "64", "--noise", "0.01", "--b1", "3t"],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    line = next(t for t in made.stderr.splitlines() if "python client.py" in t)
+    command = shlex.split(line.split("client: ", 1)[1].replace("-p 9002", f"-p {port}"))
+    serve = subprocess.Popen([sys.executable, "-m", "drone_cli.main", "serve", "--port", str(port), "--device", "cpu"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        run = subprocess.run([sys.executable, *command[1:]], cwd=folder, capture_output=True, text=True, timeout=120)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0 and "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    assert "Received     6 images" in log or "Received 6 images" in log.replace("  ", " "), log[-1500:]
