@@ -132,3 +132,21 @@ def test_b1_map_images_are_not_taken_for_frames(model: DroneModel, scan, caplog)
     for key in plain:
         np.testing.assert_array_equal(np.asarray(with_b1[key].data), np.asarray(plain[key].data))
     assert any("B1 map image" in r.getMessage() and "not a frame" in r.getMessage() for r in caplog.records)
+
+
+def test_the_estimator_is_warmed_up_for_the_optional_maps_too() -> None:
+    """build_estimator with maps asking for the fit: the warm-up builds the 12-position slice-profile table the
+    atoms of the fit and of the tissue's σ are simulated with, so the first slice does not pay it."""
+    from drone_core.excitation import profile_table
+    from drone_core.goodness_of_fit import N_POSITIONS
+    from drone_gadgets.estimators import build_estimator
+
+    profile_table.cache_clear()
+    plain = build_estimator(settings_from_properties({"device": "cpu"}))
+    hits_plain = profile_table.cache_info().currsize
+    profile_table.cache_clear()
+    estimator = build_estimator(settings_from_properties({"device": "cpu", "maps": "t1,t2_sd,fit"}))
+    assert estimator.uncertainty_table is not None and plain.uncertainty_table is not None
+    assert profile_table.cache_info().currsize == hits_plain + 1  # the N_POSITIONS table, made at start-up
+    profile_table(estimator.schedule.excitation, N_POSITIONS)
+    assert profile_table.cache_info().hits >= 1
