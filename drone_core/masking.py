@@ -11,13 +11,14 @@ first for pure-noise *blocks* of the slice (16 × 16 voxels for a 128² slice) �
 spread of ``ln ‖y‖²`` is that of ``χ²(2N)`` (:data:`BLOCK_SPREAD_TOLERANCE`) — takes the darkest of
 them and those within 2 of those standard deviations of it (the quietest air: a block holding an
 EPI ghost, ringing or an edge of tissue is brighter, or wider), and sets
-``σ² = median(‖y‖²) / median(χ²(2N))`` over their voxels. Without such blocks (a flat list of
-voxels, a small image) it takes the lowest mode of the ``ln ‖y‖²`` histogram of the non-zero voxels,
-the voxels within ±3 standard deviations of it, and the same median, re-centring the window on the
-estimate twice. A population is accepted as noise only when its spread is that of ``χ²(2N)``
-(:data:`SPREAD_TOLERANCE`) and it holds enough voxels (:data:`MIN_BACKGROUND_VOXELS`,
-:data:`MIN_BACKGROUND_FRACTION`): a noise-free simulation, a field of view without air, or air full
-of artefacts has none, and the estimate is then *unknown* (``sigma`` None) rather than made up.
+``σ² = median(‖y‖²) / median(χ²(2N))`` over their voxels (as the median of the blocks' medians).
+Without such blocks (a flat list of voxels, a small image) it takes the lowest mode of the
+``ln ‖y‖²`` histogram of the non-zero voxels, the voxels within ±3 standard deviations of it, and the
+same median, re-centring the window on the estimate twice. A population is accepted as noise only
+when its spread is that of ``χ²(2N)`` (:data:`SPREAD_TOLERANCE`) and it holds enough voxels
+(:data:`MIN_BACKGROUND_VOXELS`, :data:`MIN_BACKGROUND_FRACTION`): a noise-free simulation, a field
+of view without air, or air full of artefacts has none, and the estimate is then *unknown*
+(``sigma`` None) rather than made up.
 
 This is the noise of the *air*. After a parallel-imaging reconstruction the noise inside the object
 differs (g-factor, coil combination); the uncertainty maps measure that one from the tissue itself
@@ -40,6 +41,7 @@ This module holds no estimator: :func:`drone_core.reconstruct.reconstruct` uses 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -110,14 +112,26 @@ class Foreground(NamedTuple):
     n_despeckled: int
 
 
+@functools.lru_cache(maxsize=8)
 def _log_chi2_sd(n_frames: int) -> float:
     """Standard deviation of ln χ²(2N) (= √ψ′(N))."""
     return math.sqrt(float(polygamma(1, n_frames)))
 
 
+@functools.lru_cache(maxsize=8)
 def _chi2_median(n_frames: int) -> float:
     """Median of χ²(2N)."""
     return 2.0 * float(gammaincinv(n_frames, 0.5))
+
+
+def _row_medians(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)`` with one partition per row (≈ 6× faster than ``np.median`` along an axis)."""
+    n = a.shape[1]
+    k = n // 2
+    if n % 2:
+        return np.partition(a, k, axis=1)[:, k]
+    part = np.partition(a, (k - 1, k), axis=1)
+    return 0.5 * (part[:, k - 1] + part[:, k])
 
 
 def _block_size(shape: tuple[int, ...]) -> int:
@@ -138,20 +152,20 @@ def _noise_blocks(squared_norms: np.ndarray, n_frames: int, need: int) -> NoiseE
     if not good.any():
         return None
     logs = np.log(blocks[good])
-    medians = np.median(logs, axis=1)
-    spreads = _MAD_TO_SD * np.median(np.abs(logs - medians[:, None]), axis=1) / sd
+    medians = _row_medians(logs)
+    spreads = _MAD_TO_SD * _row_medians(np.abs(logs - medians[:, None])) / sd
     noise_like = (spreads >= 1.0 / BLOCK_SPREAD_TOLERANCE) & (spreads <= BLOCK_SPREAD_TOLERANCE)
     if not noise_like.any():
         return None
     darkest = float(medians[noise_like].min())
     family = noise_like & (medians <= darkest + 2.0 * sd)  # the quietest air; brighter blocks hold ghosts or tissue
-    pooled = blocks[good][family].ravel()
-    if family.sum() < 2 or pooled.size < need:
+    n_voxels = int(family.sum()) * b * b
+    if family.sum() < 2 or n_voxels < need:
         return None
-    sigma2 = float(np.median(pooled)) / _chi2_median(n_frames)
-    log_p = np.log(pooled)
-    ratio = _MAD_TO_SD * float(np.median(np.abs(log_p - np.median(log_p)))) / sd
-    return NoiseEstimate(math.sqrt(sigma2), int(pooled.size), ratio)
+    # The median of the blocks' medians of ln‖y‖² (each of 256 voxels: ± 0.016; over ~40 blocks: ± 0.003, i.e.
+    # 0.15 % in σ) stands for the median over their voxels.
+    sigma2 = math.exp(float(np.median(medians[family]))) / _chi2_median(n_frames)
+    return NoiseEstimate(math.sqrt(sigma2), n_voxels, float(np.median(spreads[family])))
 
 
 def estimate_noise(squared_norms: np.ndarray, n_frames: int) -> NoiseEstimate:
