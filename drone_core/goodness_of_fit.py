@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .epg import simulate
+from .masking import chi2_median
 from .schedule import Schedule
 
 __all__ = ["residual_norms", "goodness_of_fit", "tissue_sigma", "N_POSITIONS", "BRIGHT_FRACTION", "TISSUE_SAMPLE"]
@@ -109,10 +110,8 @@ def tissue_sigma(residuals: np.ndarray, n_frames: int, n_parameters: int = 3) ->
         n_frames: N.
         n_parameters: p, the parameters fitted (< N).
     """
-    from scipy.special import gammaincinv
-
     r = np.asarray(residuals, dtype=np.float64)
     r = r[np.isfinite(r)]
     if r.size < 32 or not 0 <= n_parameters < n_frames:
         return None
-    return math.sqrt(float(np.median(r * r)) / (2.0 * float(gammaincinv((n_frames - n_parameters) / 2.0, 0.5))))
+    return math.sqrt(float(np.median(r * r)) / chi2_median(n_frames - n_parameters))

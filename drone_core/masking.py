@@ -48,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import gammaincinv, polygamma
 
-__all__ = ["NoiseEstimate", "Foreground", "estimate_noise", "foreground", "despeckle", "percentile",
+__all__ = ["NoiseEstimate", "Foreground", "estimate_noise", "foreground", "despeckle", "percentile", "chi2_median",
            "DEFAULT_MASK_SNR", "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_FLOOR", "MASK_PERCENTILE",
            "MIN_BACKGROUND_VOXELS", "MIN_BACKGROUND_FRACTION", "SPREAD_TOLERANCE", "BLOCK_SPREAD_TOLERANCE"]
 
@@ -119,9 +119,9 @@ def _log_chi2_sd(n_frames: int) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _chi2_median(n_frames: int) -> float:
-    """Median of χ²(2N)."""
-    return 2.0 * float(gammaincinv(n_frames, 0.5))
+def chi2_median(dof: float) -> float:
+    """Median of χ²(``dof``)."""
+    return 2.0 * float(gammaincinv(dof / 2.0, 0.5))
 
 
 def _row_medians(a: np.ndarray) -> np.ndarray:
@@ -164,7 +164,7 @@ def _noise_blocks(squared_norms: np.ndarray, n_frames: int, need: int) -> NoiseE
         return None
     # The median of the blocks' medians of ln‖y‖² (each of 256 voxels: ± 0.016; over ~40 blocks: ± 0.003, i.e.
     # 0.15 % in σ) stands for the median over their voxels.
-    sigma2 = math.exp(float(np.median(medians[family]))) / _chi2_median(n_frames)
+    sigma2 = math.exp(float(np.median(medians[family]))) / chi2_median(2 * n_frames)
     return NoiseEstimate(math.sqrt(sigma2), n_voxels, float(np.median(spreads[family])))
 
 
@@ -215,7 +215,7 @@ def estimate_noise(squared_norms: np.ndarray, n_frames: int) -> NoiseEstimate:
             break
     if centre is None:
         return NoiseEstimate(None, 0, float("nan"), "no population of the slice's darkest voxels large enough")
-    median_chi2 = _chi2_median(n_frames)
+    median_chi2 = chi2_median(2 * n_frames)
     sigma2 = math.nan
     window = np.zeros(0)
     for _ in range(3):
@@ -271,8 +271,8 @@ def despeckle(mask: np.ndarray) -> np.ndarray:
 
 
 def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | None = None,
-               snr: float = DEFAULT_MASK_SNR, floor: float = DEFAULT_MASK_FLOOR, remove_isolated: bool = True,
-               noise: NoiseEstimate | None = None) -> Foreground:
+               snr: float = DEFAULT_MASK_SNR, floor: float = DEFAULT_MASK_FLOOR,
+               remove_isolated: bool | None = None) -> Foreground:
     """The background mask of one slice (module docstring).
 
     Args:
@@ -284,8 +284,8 @@ def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | N
         snr: the noise rule's threshold, in units of σ (> 0).
         floor: the noise rule's floor, a fraction in [0, 1) of the 99th-percentile norm that a voxel must
             reach too (:data:`DEFAULT_MASK_FLOOR`; 0: the noise alone decides).
-        remove_isolated: drop isolated foreground voxels (:func:`despeckle`; only for a 2-D or 3-D slice).
-        noise: the slice's noise if already estimated (else it is estimated here).
+        remove_isolated: drop isolated foreground voxels (:func:`despeckle`; only for a 2-D or 3-D slice);
+            None — with the noise-aware rule only (``threshold`` None).
 
     Returns:
         :class:`Foreground`; voxels with a zero norm are never foreground.
@@ -297,7 +297,7 @@ def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | N
     if not (isinstance(floor, (int, float, np.floating)) and 0.0 <= float(floor) < 1.0):
         raise ValueError(f"floor: expected a fraction in [0, 1), got {floor!r}")
     sq = np.asarray(squared_norms)
-    noise = estimate_noise(sq, n_frames) if noise is None else noise
+    noise = estimate_noise(sq, n_frames)
     norms = np.sqrt(sq)
     if threshold is None and noise.sigma is not None:
         rule, cut = "noise", float(snr) * noise.sigma * math.sqrt(n_frames)
@@ -309,6 +309,8 @@ def foreground(squared_norms: np.ndarray, n_frames: int, *, threshold: float | N
         cut = frac * percentile(norms.ravel(), MASK_PERCENTILE)
     mask = (norms > 0) & (norms >= cut)
     dropped = 0
+    if remove_isolated is None:
+        remove_isolated = threshold is None
     if remove_isolated and mask.ndim >= 2:  # a 1-D list of voxels is no image: nothing is isolated there
         kept = despeckle(mask)
         dropped = int(mask.sum() - kept.sum())

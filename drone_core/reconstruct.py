@@ -12,8 +12,9 @@ a made-up B1. An estimator that estimates B1 itself (:func:`estimates_b1`) retur
 
 Mask (:mod:`drone_core.masking`): by default noise-aware — the noise σ of the slice is estimated
 from its own background (the darkest population of fingerprint norms, χ²-distributed in air) and a
-voxel is foreground when its fingerprint RMS over the frames is at least ``mask_snr`` × σ; isolated
-foreground voxels are then dropped. ``mask_threshold`` = a fraction keeps the older rule: voxels
+voxel is foreground when its fingerprint RMS over the frames is at least ``mask_snr`` × σ and its
+norm reaches ``mask_floor`` × the 99th-percentile norm (EPI ghosts and ringing); isolated foreground
+voxels are then dropped. ``mask_threshold`` = a fraction keeps the older rule: voxels
 below that fraction of the slice's 99th-percentile fingerprint norm are background (it is also the
 fallback, at :data:`DEFAULT_MASK_THRESHOLD`, when the slice has no noise-only background, e.g. a
 noise-free simulation). Background voxels, all-zero voxels and voxels the estimator cannot fit (NaN)
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .masking import (DEFAULT_MASK_FLOOR, DEFAULT_MASK_SNR, DEFAULT_MASK_THRESHOLD, MASK_PERCENTILE, NoiseEstimate,
-                      foreground)
+                      foreground, percentile)
 
 __all__ = ["SliceMaps", "reconstruct", "estimate", "foreground_mask", "accepts_b1", "estimates_b1",
            "DEFAULT_MASK_THRESHOLD", "DEFAULT_MASK_SNR", "DEFAULT_MASK_FLOOR", "MASK_PERCENTILE", "OPTIONAL_MAPS"]
@@ -154,8 +155,7 @@ def foreground_mask(frames: np.ndarray, mask_threshold: float | None = None, *,
     by_frame = np.ascontiguousarray(frames, dtype=np.float32).reshape(np.shape(frames)[0], -1)
     spatial = np.shape(frames)[1:]
     fg = foreground(_squared_norms(by_frame).reshape(spatial), by_frame.shape[0], threshold=mask_threshold,
-                    snr=mask_snr, floor=mask_floor,
-                    remove_isolated=(mask_threshold is None) if despeckle is None else despeckle)
+                    snr=mask_snr, floor=mask_floor, remove_isolated=despeckle)
     return fg.mask
 
 
@@ -229,7 +229,7 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
                              "a B1 input or a dictionary with a B1 axis does)")
         b1_flat = b1_arr.reshape(-1)
     fg = foreground(sq.reshape(spatial), n_frames, threshold=mask_threshold, snr=mask_snr, floor=mask_floor,
-                    remove_isolated=(mask_threshold is None) if despeckle is None else bool(despeckle))
+                    remove_isolated=despeckle)
     mask = fg.mask.reshape(-1).copy()
     t1 = np.zeros(mask.shape, dtype=np.float32)
     t2 = np.zeros_like(t1)
@@ -253,9 +253,10 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
         mask[idx[~ok]] = False
         b1_of = eb if eb is not None else (None if b1_flat is None else b1_flat[idx])
         if extra and ok.any():
-            tissue_sigma = _optional_maps(estimator, extra, keep, signals[ok], e1[ok], e2[ok], em[ok],
-                                          None if b1_of is None else b1_of[ok], n_params=3 + int(eb is not None),
-                                          fit=goodness_of_fit, uncertainty=uncertainty)
+            tissue_sigma = _optional_maps(estimator, extra, keep, signals[ok], np.sqrt(sq[keep]), e1[ok], e2[ok],
+                                          em[ok], None if b1_of is None else b1_of[ok],
+                                          n_params=3 + int(eb is not None), fit=goodness_of_fit,
+                                          uncertainty=uncertainty)
     return SliceMaps(t1.reshape(spatial), t2.reshape(spatial), m0.reshape(spatial), mask.reshape(spatial),
                      None if b1_map is None else b1_map.reshape(spatial), fg.noise, fg.rule,
                      **{name: value.reshape(spatial) for name, value in extra.items()},
@@ -263,18 +264,18 @@ def reconstruct(frames: np.ndarray, estimator: Any, *, mask_threshold: float | N
 
 
 def _optional_maps(estimator: Any, extra: dict[str, np.ndarray], keep: np.ndarray, signals: np.ndarray,
-                   t1: np.ndarray, t2: np.ndarray, m0: np.ndarray, b1: np.ndarray | None, *, n_params: int,
-                   fit: bool, uncertainty: bool) -> float | None:
-    """Fill the t1_sd/t2_sd/fit maps (``extra``, flat) at ``keep`` from the valid voxels' estimates; the noise is
-    σ inside the tissue (:func:`drone_core.goodness_of_fit.tissue_sigma`). Returns it (None: unknown, maps 0)."""
+                   norms: np.ndarray, t1: np.ndarray, t2: np.ndarray, m0: np.ndarray, b1: np.ndarray | None, *,
+                   n_params: int, fit: bool, uncertainty: bool) -> float | None:
+    """Fill the t1_sd/t2_sd/fit maps (``extra``, flat) at ``keep`` from the valid voxels' estimates (``signals``
+    and their fingerprint ``norms``); the noise is σ inside the tissue
+    (:func:`drone_core.goodness_of_fit.tissue_sigma`). Returns it (None: unknown, maps 0)."""
     from .goodness_of_fit import BRIGHT_FRACTION, TISSUE_SAMPLE, goodness_of_fit, residual_norms
     from .goodness_of_fit import tissue_sigma as sigma_of
 
     schedule = estimator.schedule
     n_frames = signals.shape[1]
     t1c, t2c = np.clip(t1, 1e-3, None), np.clip(t2, 1e-3, None)
-    norms = np.sqrt(_squared_norms(np.ascontiguousarray(signals.T)))
-    bright = np.flatnonzero(norms >= BRIGHT_FRACTION * float(np.percentile(norms, 99.0)))
+    bright = np.flatnonzero(norms >= BRIGHT_FRACTION * percentile(norms, 99.0))
     if fit:  # every voxel's residual is needed anyway
         res = residual_norms(schedule, signals, t1c, t2c, b1)
         sample_res = res[bright]

@@ -18,6 +18,7 @@ from drone_core.dictionary import Dictionary, paper_grid
 from drone_core.hardware import keep_freed_memory
 from drone_core.matching import Matcher
 from drone_core.model import DroneModel, default_model
+from drone_core.reconstruct import OPTIONAL_MAPS
 from drone_core.schedule import Schedule
 
 from .errors import SettingsError
@@ -91,7 +92,7 @@ def build_estimator(settings: GadgetSettings) -> Estimator:
     if settings.frames_per_fingerprint is not None and settings.frames_per_fingerprint != n:
         raise SettingsError(f"property 'frames_per_fingerprint': {settings.frames_per_fingerprint} but the "
                             f"{describe_estimator(estimator)} has {n} frames per fingerprint")
-    warm_up(estimator, optional_maps=any(name in settings.maps for name in ("t1_sd", "t2_sd", "fit")))
+    warm_up(estimator, optional_maps=any(name in settings.maps for name in OPTIONAL_MAPS))
     log.info("estimator: %s on %s (%.2f s to prepare)", describe_estimator(estimator), device,
              time.perf_counter() - start)
     return estimator

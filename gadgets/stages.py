@@ -54,7 +54,7 @@ from .b1maps import B1File, B1Map, b1_map_from_image, b1_on_frames, open_b1_sour
 from .conversion import header_counter, image_array_frames, image_magnitude, is_image_array, make_image
 from .errors import (B1MissingError, DuplicateB1Error, DuplicateFrameError, FrameError, FrameSizeError,
                      IncompleteFingerprintError, NonFiniteFrameError, PendingLimitError)
-from .settings import DEFAULT_MAPS, FRAME_COUNTER_FIELDS, GadgetSettings, settings_to_properties
+from .settings import DEFAULT_MAPS, FRAME_COUNTER_FIELDS, UNCERTAINTY_MAPS, GadgetSettings, settings_to_properties
 
 __all__ = [
     "Frame",
@@ -426,7 +426,7 @@ def maps(items: Iterable[Any], estimator: Any, *, mask_threshold: float | None =
             99th-percentile fingerprint norm), as :func:`~drone_core.reconstruct.reconstruct` takes them.
         maps_to_emit: the maps the next stage emits (the optional ones are computed only when listed).
     """
-    uncertainty = any(name in maps_to_emit for name in ("t1_sd", "t2_sd"))
+    uncertainty = any(name in maps_to_emit for name in UNCERTAINTY_MAPS)
     fit = "fit" in maps_to_emit
     for item in items:
         if isinstance(item, Trajectory):
