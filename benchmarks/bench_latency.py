@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_latency.py [--slices 20] [--size 128] [--pace 1.0] [--json OUT]
 
 The gadget process is started as Gadgetron starts it (``python -m gadgetron <port> drone_gadgets.gadget
-drone_mrf``, :class:`drone_gadgets.loopback.Loopback`), given CONFIG and the header, and sent the frames of
+drone_mrf``, :class:`drone_gadgets.wire.loopback.Loopback`), given CONFIG and the header, and sent the frames of
 a ``--slices``-slice scan (the phantom of ``bench_replay.py``) in the order a multi-slice acquisition makes
 them: frame i of every slice within TR_i, slice after slice, each frame sent at its time
 ``TI + Σ_{j<i} TR_j + s·TR_i/n_slices`` scaled by ``--pace`` (1: the scanner's pace; 0: as fast as the
@@ -29,7 +29,7 @@ import numpy as np
 from bench_replay import write_scan
 
 from drone_core.schedule import default_schedule
-from drone_gadgets.loopback import IMAGE, Loopback, image_message
+from drone_gadgets.wire.loopback import IMAGE, Loopback, image_message
 
 
 def frame_times(schedule, n_slices: int) -> np.ndarray:

@@ -11,7 +11,7 @@ Options: ``--gadgetron PATH`` (default ``$DRONE_GADGETRON``, else ``gadgetron`` 
 (2), ``--json OUT``, ``--keep DIR`` (keep the files).
 
 What it does, on one machine (the server is started here, with this interpreter's ``bin`` first on PATH,
-``--disable_storage true``, so the raw scan has no noise scan — see ``drone_gadgets.rawscan``):
+``--disable_storage true``, so the raw scan has no noise scan — see ``drone_gadgets.scans.raw``):
 
 1. ``simulate`` — ``write_raw_scan``: a ``--slices``-slice brain phantom (the seven MNI152 slices of
    :func:`~drone_core.phantoms.brain_phantom`, repeated), 25 frames, ``--coils`` coils, GRAPPA R, 0.5 %
@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from drone_core.phantoms import Phantom, brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.scan import read_truth, write_phantom_scan
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.images import write_phantom_scan
+    from drone_gadgets.scans.truth import read_truth
 
     exe = args.gadgetron or (Path(os.environ["DRONE_GADGETRON"]) if os.environ.get("DRONE_GADGETRON") else None)
     if exe is None:

@@ -38,7 +38,7 @@ import numpy as np
 
 from drone_core.epg import simulate
 from drone_core.schedule import default_schedule
-from drone_gadgets.replay import replay
+from drone_gadgets.apps.replay import replay
 
 #: (T1 ms, T2 ms, M0) of the phantom's compartments.
 TISSUES = ((830.0, 80.0, 0.7), (1330.0, 110.0, 0.85), (3000.0, 1500.0, 1.0))

@@ -34,9 +34,9 @@ import numpy as np
 
 from drone_core.phantoms import brain_phantom
 from drone_core.schedule import default_schedule
-from drone_gadgets import h5io
-from drone_gadgets.mrd import ConfigFile, Header, encode
-from drone_gadgets.scan import write_phantom_scan
+from drone_gadgets.files import h5io
+from drone_gadgets.wire.mrd import ConfigFile, Header, encode
+from drone_gadgets.scans.images import write_phantom_scan
 
 
 def rss_mib(pid: int) -> float:
@@ -79,7 +79,7 @@ def one_connection(port: int, stream: bytes, expected_images: int) -> None:
 
     import ismrmrd
 
-    from drone_gadgets.mrd import serialization
+    from drone_gadgets.wire.mrd import serialization
 
     ProtocolDeserializer = serialization().ProtocolDeserializer
 

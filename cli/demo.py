@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read_maps(path: Path, group: str) -> dict[str, np.ndarray]:
-    from drone_gadgets.h5io import read_images
+    from drone_gadgets.files.h5io import read_images
 
     out = {}
     for name, var in MAP_VARS.items():
@@ -114,8 +114,11 @@ def _stats(est: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 def run(args: argparse.Namespace) -> int:
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.replay import replay
-    from drone_gadgets.scan import B1_VAR, phantom_b1, read_truth, write_phantom_scan
+    from drone_gadgets.apps.replay import replay
+    from drone_gadgets.scans.b1 import phantom_b1
+    from drone_gadgets.scans.images import write_phantom_scan
+    from drone_gadgets.scans.layout import B1_VAR
+    from drone_gadgets.scans.truth import read_truth
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -108,25 +108,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate_scan(args: argparse.Namespace) -> int:
-    from drone_gadgets import scan
+    from drone_gadgets.apps import simulate_scan
 
-    return scan.run(args)
+    return simulate_scan.run(args)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from drone_gadgets import replay
+    from drone_gadgets.apps import replay
 
     return replay.run(args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from drone_gadgets import server
+    from drone_gadgets.apps import server
 
     return server.run(args)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from drone_gadgets import client
+    from drone_gadgets.apps import client
 
     return client.run(args)
 
@@ -278,7 +278,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         description="Brain (MNI152) or ISMRM/NIST phantom → EPG frames (+ noise) → ISMRMRD .h5 "
                                     "for replay or Gadgetron.")
     if wanted("simulate-scan"):
-        from drone_gadgets.scan import add_arguments as add_scan_arguments
+        from drone_gadgets.apps.simulate_scan import add_arguments as add_scan_arguments
 
         add_scan_arguments(ss)
     ss.set_defaults(func=_cmd_simulate_scan)
@@ -288,7 +288,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "drone_mrf` and write the T1/T2/M0 maps to OUT.h5 (/<group>/image_<series>), "
                                    "optionally PNG/NIfTI.")
     if wanted("replay"):
-        from drone_gadgets.replay import add_arguments as add_replay_arguments
+        from drone_gadgets.apps.replay import add_arguments as add_replay_arguments
 
         add_replay_arguments(r)
     r.set_defaults(func=_cmd_replay)
@@ -299,7 +299,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                     "maps go back. Stops cleanly on SIGTERM.")
     if wanted("serve"):
         try:
-            from drone_gadgets.server import add_arguments as add_serve_arguments
+            from drone_gadgets.apps.server import add_arguments as add_serve_arguments
         except ImportError as exc:
             add_serve_arguments = _missing_extra("serve", exc)
         add_serve_arguments(sv)
@@ -310,7 +310,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                     "maps it returns go to OUT.h5 (/<group>/image_<series>), optionally PNG/NIfTI.")
     if wanted("send"):
         try:
-            from drone_gadgets.client import add_arguments as add_send_arguments
+            from drone_gadgets.apps.client import add_arguments as add_send_arguments
         except ImportError as exc:
             add_send_arguments = _missing_extra("send", exc)
         add_send_arguments(sd)

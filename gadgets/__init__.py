@@ -1,25 +1,23 @@
 """drone_gadgets — the ISMRMRD/Gadgetron stream side of DRONE (frames in, maps out).
 
-Turns ISMRMRD messages into arrays for :mod:`drone_core` and its maps back into images.
+Turns ISMRMRD messages into arrays for :mod:`drone_core` and its maps back into images. The house,
+by idea (each sub-package's docstring says what lives there and what it may import):
 
-Modules (each lists its public names in ``__all__``):
-
-* :mod:`~drone_gadgets.gadget` — the Gadgetron handler ``drone_mrf``
+* :mod:`~drone_gadgets.gadget` — the stable entry of every chain: the Gadgetron handler ``drone_mrf``
   (``<execute name="drone_gadgets.gadget" target="drone_mrf" type="python"/>``).
-* :mod:`~drone_gadgets.stages` — the gadget as generator stages
-  (images → frames → trajectories → maps → images), usable on plain lists.
-* :mod:`~drone_gadgets.settings` — the gadget's documented, typed settings.
-* :mod:`~drone_gadgets.header` — the schedule in the ISMRMRD header and its check.
-* :mod:`~drone_gadgets.estimators` — DRONE network or dictionary matching, from the settings.
-* :mod:`~drone_gadgets.conversion` — ``ismrmrd.Image``/``ImageArray`` ↔ numpy, version-robust.
-* :mod:`~drone_gadgets.protocol` — the external-node protocol, robust around gadgetron-python.
-* :mod:`~drone_gadgets.errors` — the errors reported to Gadgetron (and to the server's clients).
-* :mod:`~drone_gadgets.mrd` — the MRD streaming protocol of clients and servers (bounded reading).
-* :mod:`~drone_gadgets.chains` — the chains a server runs, chosen by CONFIG_FILE or CONFIG_TEXT.
-* :mod:`~drone_gadgets.server` — ``drone serve``, a standing server running the gadget's stages.
-* :mod:`~drone_gadgets.client` — ``drone send``, its client.
-* :mod:`~drone_gadgets.replay`, :mod:`~drone_gadgets.loopback`, :mod:`~drone_gadgets.h5io`,
-  :mod:`~drone_gadgets.scan` — replay through the real gadget process, ``.h5`` I/O, simulated scans.
+* :mod:`~drone_gadgets.recon` — the gadget itself: its settings, its stages (images → frames →
+  trajectories → [B1] → maps → images), the estimator, B1 maps, the header check, message ↔ array
+  conversion, the errors it reports.
+* :mod:`~drone_gadgets.wire` — the protocols: Gadgetron's external node, the MRD client/server
+  protocol, Gadgetron's side of an external node over loopback, the chains a server knows.
+* :mod:`~drone_gadgets.files` — files people read: ISMRMRD ``.h5`` images, PNG figures, NIfTI.
+* :mod:`~drone_gadgets.scans` — scans as ISMRMRD files: simulated image frames and raw EPI k-space.
+* :mod:`~drone_gadgets.apps` — the stream-side ``drone`` commands: ``replay``, ``serve``, ``send``,
+  ``simulate-scan``, and the inputs and outputs they share.
+
+Imports go one way: ``files`` ← ``recon`` ← ``wire`` ← ``apps``; ``scans`` takes from ``recon`` and
+``files``; ``apps`` from all; :mod:`~drone_gadgets.gadget` from ``recon`` and ``wire``. Nothing here
+imports ``drone_cli`` or ``drone_training``.
 
 Names are imported lazily (``drone_gadgets.pipeline`` imports torch only when first used).
 """
@@ -31,19 +29,19 @@ from typing import Any
 
 _EXPORTS = {
     "drone_mrf": "gadget",
-    "prepare": "gadget",
-    "pipeline": "stages",
-    "Frame": "stages",
-    "Trajectory": "stages",
-    "MapSet": "stages",
-    "GadgetSettings": "settings",
-    "parse_settings": "settings",
-    "settings_table": "settings",
-    "PROPERTIES": "settings",
-    "build_estimator": "estimators",
-    "check_header_schedule": "header",
-    "StreamError": "errors",
-    "GadgetFailed": "errors",
+    "prepare": "recon.prepare",
+    "pipeline": "recon.stages",
+    "Frame": "recon.stages",
+    "Trajectory": "recon.stages",
+    "MapSet": "recon.stages",
+    "GadgetSettings": "recon.settings",
+    "parse_settings": "recon.settings",
+    "settings_table": "recon.settings",
+    "PROPERTIES": "recon.settings",
+    "build_estimator": "recon.estimators",
+    "check_header_schedule": "recon.header",
+    "StreamError": "recon.errors",
+    "GadgetFailed": "recon.errors",
 }
 
 __all__ = [

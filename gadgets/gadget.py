@@ -13,18 +13,22 @@ Gadgetron starts ``python3 -m gadgetron <port> drone_gadgets.gadget drone_mrf``;
 connects back, reads CONFIG and HEADER, imports this module and calls :func:`drone_mrf` with the
 connection. The handler then
 
-1. parses the settings from the ``<configuration>`` (:mod:`drone_gadgets.settings`),
-2. loads the estimator (:mod:`drone_gadgets.estimators`),
+1. parses the settings from the ``<configuration>`` (:mod:`drone_gadgets.recon.settings`),
+2. loads the estimator (:mod:`drone_gadgets.recon.estimators`),
 3. checks the header's ``sequenceParameters`` against the estimator's schedule
-   (:mod:`drone_gadgets.header`) and the property ``b1`` against what the estimator does with B1
-   (:func:`drone_gadgets.b1maps.check_b1_support`),
-4. streams the messages through :func:`drone_gadgets.stages.pipeline` and sends every output back
-   as soon as it is made (:mod:`drone_gadgets.protocol`).
+   (:mod:`drone_gadgets.recon.header`) and the property ``b1`` against what the estimator does with B1
+   (:func:`drone_gadgets.recon.b1maps.check_b1_support`) — steps 1–3 are
+   :func:`drone_gadgets.recon.prepare.prepare`, which ``drone serve`` runs too,
+4. streams the messages through :func:`drone_gadgets.recon.stages.pipeline` and sends every output back
+   as soon as it is made (:mod:`drone_gadgets.wire.external`).
+
+This module is the stable entry point of every chain; the gadget's workings are in
+:mod:`drone_gadgets.recon`, the protocol in :mod:`drone_gadgets.wire`.
 
 Any failure — a bad setting, a schedule mismatch, a duplicate or malformed frame, slices still
 incomplete at CLOSE, a B1 map that is missing, duplicated or off its slice, an internal error — is
 sent to Gadgetron as an ERROR message naming the problem, followed by CLOSE, so the chain fails
-visibly; the handler then raises :class:`~drone_gadgets.errors.GadgetFailed` (exit status 1). If
+visibly; the handler then raises :class:`~drone_gadgets.recon.errors.GadgetFailed` (exit status 1). If
 Gadgetron goes away, the process ends promptly. Logs go to stderr (via :mod:`logging`); anything a library prints to
 ``sys.stdout`` during the handler is redirected to stderr, since the process's stdout is
 Gadgetron's.
@@ -37,17 +41,15 @@ import logging
 import sys
 import xml.etree.ElementTree as ET
 from importlib import metadata
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-from .b1maps import check_b1_support
-from .errors import GadgetFailed
-from .estimators import build_estimator, describe_estimator, estimator_kind, estimator_schedule
-from .header import check_header_schedule
-from .protocol import serve
-from .settings import GadgetSettings, parse_settings
-from .stages import pipeline
+from .recon.errors import GadgetFailed
+from .recon.estimators import describe_estimator
+from .recon.prepare import prepare
+from .recon.stages import pipeline
+from .wire.external import serve
 
-__all__ = ["drone_mrf", "prepare", "GadgetFailed"]
+__all__ = ["drone_mrf", "GadgetFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -74,30 +76,6 @@ def _raw_header(connection: Any) -> bytes | str:
     import ismrmrd
 
     return ismrmrd.xsd.ToXML(connection.header)
-
-
-def prepare(config: bytes | str | GadgetSettings | None, header: bytes | str, *,
-            build: Callable[[GadgetSettings], Any] = build_estimator) -> tuple[GadgetSettings, Any]:
-    """Settings and estimator for a scan, with the header's schedule and the ``b1`` mode checked.
-
-    Args:
-        config: the ``<configuration>`` XML of the chain's ``<external>`` element, or settings.
-        header: the ISMRMRD header XML.
-        build: makes the estimator of the settings (the server passes its cache).
-
-    Returns:
-        ``(settings, estimator)``.
-
-    Raises:
-        SettingsError, ScheduleMismatchError: with messages naming the property or both schedules
-            (a ``b1`` mode the estimator cannot serve names ``b1`` and the estimator).
-    """
-    settings = config if isinstance(config, GadgetSettings) else parse_settings(config)
-    estimator = build(settings)
-    check_b1_support(settings, estimator)
-    check_header_schedule(header, estimator_schedule(estimator), settings.schedule_check,
-                          what=estimator_kind(estimator))
-    return settings, estimator
 
 
 def drone_mrf(connection: Any) -> None:

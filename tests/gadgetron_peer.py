@@ -1,7 +1,7 @@
 """Gadgetron's side of the external-node protocol, for tests (a real Gadgetron cannot run here).
 
-A thin wrapper around :mod:`drone_gadgets.loopback` (the package module that ``drone replay``
-uses): :class:`GadgetronPeer` is a :class:`~drone_gadgets.loopback.Loopback` that listens on
+A thin wrapper around :mod:`drone_gadgets.wire.loopback` (the package module that ``drone replay``
+uses): :class:`GadgetronPeer` is a :class:`~drone_gadgets.wire.loopback.Loopback` that listens on
 127.0.0.1 on a free port, starts ``python -m gadgetron <port> <module> <target>`` (the real
 gadgetron-python client, in a separate process) in the repository, accepts its connection, sends
 CONFIG, HEADER, data messages and CLOSE, and reads back what the process sends (images,
@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 import ismrmrd
 import numpy as np
 
-from drone_gadgets import loopback
-from drone_gadgets.loopback import (ACQUISITION, CLOSE, CONFIG, ERROR, HEADER, IMAGE, IMAGE_ARRAY, WAVEFORM,
-                                    Reply, image_message)
+from drone_gadgets.wire import loopback
+from drone_gadgets.wire.loopback import (ACQUISITION, CLOSE, CONFIG, ERROR, HEADER, IMAGE, IMAGE_ARRAY, Reply, WAVEFORM,
+                                         image_message)
 
 __all__ = [
     "GadgetronPeer",
@@ -61,7 +61,7 @@ EXIT_TIMEOUT_S = 60.0
 # --------------------------------------------------------------------------- documents
 def config_xml(properties: dict[str, str] | None = None, *, element_style: bool = False) -> bytes:
     """The ``<configuration>`` of an ``<external>`` node as Gadgetron sends it (pugixml's output,
-    :func:`drone_gadgets.loopback.config_xml`); ``element_style`` writes the old
+    :func:`drone_gadgets.wire.loopback.config_xml`); ``element_style`` writes the old
     ``<property><name>…</name><value>…</value></property>`` form instead."""
     if not element_style:
         return loopback.config_xml(properties)
@@ -95,7 +95,7 @@ def header_xml(*, matrix: tuple[int, int] = (10, 12), n_slices: int = 1, flip_an
 # --------------------------------------------------------------------------- data messages
 def raw_image_message(header: ismrmrd.ImageHeader, data: np.ndarray, attributes: bytes = b"") -> bytes:
     """IMAGE (1022): header, ``uint64`` attribute length, attributes, pixels (x fastest), written as
-    given, unchecked (so malformed messages can be sent too; :func:`drone_gadgets.loopback.raw_image_message`
+    given, unchecked (so malformed messages can be sent too; :func:`drone_gadgets.wire.loopback.raw_image_message`
     checks and converts)."""
     return (_U16.pack(IMAGE) + bytes(header) + _U64.pack(len(attributes)) + attributes
             + np.ascontiguousarray(data).tobytes())
@@ -213,7 +213,7 @@ def image_of(data: np.ndarray, header: ismrmrd.ImageHeader) -> ismrmrd.Image:
 
 # --------------------------------------------------------------------------- the peer
 class GadgetronPeer(loopback.Loopback):
-    """Gadgetron's end of one external-node connection (see :class:`drone_gadgets.loopback.Loopback`).
+    """Gadgetron's end of one external-node connection (see :class:`drone_gadgets.wire.loopback.Loopback`).
 
     Use :meth:`spawn` (real ``python -m gadgetron`` process, started in the repository) or
     :meth:`in_process`; then :meth:`handshake`, :meth:`send` messages, :meth:`close` (CLOSE) and

@@ -2,9 +2,9 @@
 
 :class:`RawClient` writes bytes as given (so malformed streams can be sent) and reads the server's
 replies with ismrmrd's own ``ProtocolDeserializer`` — a reader independent of the server's
-:class:`~drone_gadgets.mrd.MessageReader` — where the installed ismrmrd has one (≥ 1.14.2); with
+:class:`~drone_gadgets.wire.mrd.MessageReader` — where the installed ismrmrd has one (≥ 1.14.2); with
 ismrmrd 1.14.0/1.14.1 (the Gadgetron images' environment, ``make test-compat``) it is
-:class:`~drone_gadgets.mrd.StreamDeserializer`, built on that reader (:data:`INDEPENDENT_READER`).
+:class:`~drone_gadgets.wire.mrd.StreamDeserializer`, built on that reader (:data:`INDEPENDENT_READER`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import ismrmrd
 import numpy as np
 
-from drone_gadgets.mrd import ConfigFile, Header, StreamDeserializer, Text, encode, serialization
+from drone_gadgets.wire.mrd import ConfigFile, Header, StreamDeserializer, Text, encode, serialization
 from gadgetron_peer import frame_header, header_xml, image_of, phantom, phantom_frames
 
 __all__ = ["Reply", "RawClient", "FireClient", "scan_messages", "scan_message_list", "schedule_header", "exchange",

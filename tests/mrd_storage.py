@@ -261,7 +261,8 @@ class StorageServer:
 
     Attributes:
         items: every blob stored, in the order stored (expired ones too).
-        requests: every request answered, in the order answered.
+        requests: every request answered, in the order answered (read once the requests being answered
+            are recorded: a client has its answer a moment before the server records it).
         healthy: while False, ``/healthcheck`` answers 503 (Gadgetron then refuses to start).
         log: a stream to write one line per request to, or None.
     """
@@ -274,9 +275,11 @@ class StorageServer:
         #: Milliseconds since the epoch (replaceable in tests of expiry).
         self.clock = clock
         self.items: list[Blob] = []
-        self.requests: list[Request] = []
+        self._requests: list[Request] = []
         self.healthy = True
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._settled = threading.Condition(self._lock)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -326,22 +329,36 @@ class StorageServer:
             return sorted((b for b in self.items if b.matches(query)), key=lambda b: (b.created_ms, b.seq),
                           reverse=True)
 
+    @property
+    def requests(self) -> list[Request]:
+        """Every request answered, once those being answered now are recorded (waits up to 5 s)."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._in_flight == 0, timeout=5.0)
+            return list(self._requests)
+
     def requests_to(self, path_prefix: str, method: str | None = None) -> list[Request]:
         """The recorded requests whose path starts with ``path_prefix`` (and of ``method``, if given)."""
-        with self._lock:
-            return [r for r in self.requests
+        with self._settled:
+            self._settled.wait_for(lambda: self._in_flight == 0, timeout=5.0)
+            return [r for r in self._requests
                     if r.path.startswith(path_prefix) and (method is None or r.method == method)]
 
     def clear(self) -> None:
         with self._lock:
             self.items.clear()
-            self.requests.clear()
+            self._requests.clear()
 
     # ---- the API ----
 
-    def _record(self, request: Request) -> None:
+    def _begin(self) -> None:
         with self._lock:
-            self.requests.append(request)
+            self._in_flight += 1
+
+    def _record(self, request: Request) -> None:
+        with self._settled:
+            self._requests.append(request)
+            self._in_flight -= 1
+            self._settled.notify_all()
         if self.log is not None:
             query = urlencode(request.query)
             print(f"{request.method} {request.path}{'?' + query if query else ''} -> {request.status}"
@@ -560,23 +577,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, blob.data, headers, content_type=blob.content_type or "application/octet-stream")
 
     def _handle(self, method: str) -> None:
+        self.storage._begin()
         self._status, self._sent = 0, 0
         parts = urlsplit(self.path)
         path = parts.path
         query = parse_qsl(parts.query, keep_blank_values=True)
         body = b""
         try:
-            body = self._read_body()
-            self._route(method, path, query, body)
-        except _Reply as reply:
-            if reply.code is None:
-                self._send(reply.status)
-            else:
-                self._send_json(reply.status, {"error": {"code": reply.code, "message": reply.message}})
-        except Exception as e:  # a bug here: answer 500 (as Go's Recoverer) rather than drop the connection
-            self._send_json(500, {"error": {"code": "InternalError", "message": f"{type(e).__name__}: {e}"}})
-        self.storage._record(Request(method=method, path=path, query=query, headers=dict(self.headers.items()),
-                                     body=body, status=self._status, sent=self._sent))
+            try:
+                body = self._read_body()
+                self._route(method, path, query, body)
+            except _Reply as reply:
+                if reply.code is None:
+                    self._send(reply.status)
+                else:
+                    self._send_json(reply.status, {"error": {"code": reply.code, "message": reply.message}})
+            except Exception as e:  # a bug here: answer 500 (as Go's Recoverer) rather than drop the connection
+                self._send_json(500, {"error": {"code": "InternalError", "message": f"{type(e).__name__}: {e}"}})
+        finally:  # recorded even when the client has gone (its in-flight count must come back down)
+            self.storage._record(Request(method=method, path=path, query=query,
+                                         headers=dict(self.headers.items()), body=body, status=self._status,
+                                         sent=self._sent))
 
     def _route(self, method: str, path: str, query: list[tuple[str, str]], body: bytes) -> None:
         storage = self.storage

@@ -120,7 +120,8 @@ def test_commands_that_need_no_torch_do_not_import_it() -> None:
     import sys
 
     code = ("import contextlib, io, sys\nfrom drone_cli.main import main\n"
-            "import drone_gadgets.header, drone_gadgets.loopback, drone_gadgets.replay, drone_gadgets.client\n"
+            "import drone_gadgets.recon.header, drone_gadgets.wire.loopback, drone_gadgets.apps.replay\n"
+            "import drone_gadgets.apps.client\n"
             "for cmd in ('replay', 'send'):\n"
             "    with contextlib.redirect_stdout(io.StringIO()):\n"
             "        try:\n            main([cmd, '--help'])\n        except SystemExit:\n            pass\n"

@@ -89,7 +89,7 @@ GADGETRON_ENV_SERIES = {"numpy": "1.26", "ismrmrd": "1.14"}
 GADGETRON_PYTHON_VERSION = "1.4.1"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 #: image → the module its build-time smoke check must import (what Gadgetron / ``drone serve`` runs).
-SMOKE_IMPORTS = {"gadgetron": "drone_gadgets.gadget", "serve": "drone_gadgets.server"}
+SMOKE_IMPORTS = {"gadgetron": "drone_gadgets.gadget", "serve": "drone_gadgets.apps.server"}
 #: The MRD streaming port (Gadgetron's default, and ``drone serve``'s).
 MRD_PORT = 9002
 
@@ -805,7 +805,7 @@ def _run_probe(port: int) -> int:
 def test_serve_health_probe_sends_an_mrd_close() -> None:
     """The probe connects to HEALTHCHECK_PORT and sends an MRD CLOSE (an empty session for the
     server, not a failed connection in its log every 30 s), and fails when nothing listens."""
-    from drone_gadgets.mrd import MrdId
+    from drone_gadgets.wire.mrd import MrdId
 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(20)

@@ -26,12 +26,12 @@ from drone_core.epg import simulate
 from drone_core.model import DroneModel
 from drone_core.reconstruct import reconstruct
 from drone_core.schedule import default_schedule
-from drone_gadgets.b1maps import B1Map, b1_map_from_image, b1_on_frames, image_grid, load_b1_file
-from drone_gadgets.errors import (B1Error, B1GeometryError, B1MissingError, DuplicateB1Error, GadgetFailed,
-                                  PendingLimitError, SettingsError)
+from drone_gadgets.recon.b1maps import B1Map, b1_map_from_image, b1_on_frames, image_grid, load_b1_file
+from drone_gadgets.recon.errors import (B1Error, B1GeometryError, B1MissingError, DuplicateB1Error, GadgetFailed,
+                                        PendingLimitError, SettingsError)
 from drone_gadgets.gadget import drone_mrf
-from drone_gadgets.settings import GadgetSettings, parse_settings, settings_from_properties
-from drone_gadgets.stages import Trajectory, pipeline, with_b1
+from drone_gadgets.recon.settings import GadgetSettings, parse_settings, settings_from_properties
+from drone_gadgets.recon.stages import Trajectory, pipeline, with_b1
 from gadgetron_peer import CLOSE, ERROR, IMAGE, GadgetronPeer, Reply, config_xml, frame_header, header_xml, \
     image_message, image_of, phantom
 
@@ -393,8 +393,8 @@ def test_b1_map_images_are_checked() -> None:
 def test_b1_from_nifti_and_h5_files(scan, model, tmp_path) -> None:
     import nibabel
 
-    from drone_gadgets import h5io
-    from drone_gadgets.replay import nifti_affine
+    from drone_gadgets.files import h5io
+    from drone_gadgets.files.nifti import nifti_affine
 
     # ISMRMRD .h5: the B1 images of series 5, by slice (another var holds other images)
     path = tmp_path / "b1.h5"
@@ -543,7 +543,7 @@ def test_gadget_b1_estimate_emits_the_b1_map(scan, models, header) -> None:
     b1_image = reply.images[-1]
     assert b1_image.meta["Units"] == "percent" and b1_image.meta["DRONE_Map"] == "B1"
     _assert_maps(_by_slice(reply.images)[0], _expected(scan, None, 0, None, estimator=estimator))
-    from drone_gadgets.replay import maps_by_slice
+    from drone_gadgets.apps.outputs import maps_by_slice
 
     assert sorted(maps_by_slice(reply.images)[0]) == ["b1", "m0", "t1", "t2"]  # replay writes maps_b1.nii.gz too
     # a model that does not estimate B1
@@ -568,7 +568,8 @@ def _write_scan_with_b1(path: Path, header: bytes, scan, slices=(0, 1)) -> None:
 
 
 def test_replay_of_a_file_with_a_b1_series(scan, model, models, header, tmp_path) -> None:
-    from drone_gadgets.replay import open_input, replay
+    from drone_gadgets.apps.inputs import open_input
+    from drone_gadgets.apps.replay import replay
 
     src = tmp_path / "scan.h5"
     _write_scan_with_b1(src, header, scan)
@@ -579,7 +580,7 @@ def test_replay_of_a_file_with_a_b1_series(scan, model, models, header, tmp_path
     result = replay(src, tmp_path / "maps.h5", settings=_props(models), progress=False)
     assert result.frames == 52 and result.b1_images == 2 and result.slices == 2
     assert "replayed 50 frames and 2 B1 map images" in result.summary()
-    from drone_gadgets import h5io
+    from drone_gadgets.files import h5io
 
     by_slice = _by_slice(h5io.read_images(tmp_path / "maps.h5", "dataset"))
     for s in (0, 1):
@@ -592,7 +593,7 @@ def test_replay_of_a_file_with_a_b1_series(scan, model, models, header, tmp_path
     by_slice = _by_slice(h5io.read_images(tmp_path / "maps1.h5", "dataset"))
     _assert_maps(by_slice[0], _expected(scan, model, 0, None))
     # the command line: --b1 stream
-    from drone_gadgets.replay import main
+    from drone_gadgets.apps.replay import main
 
     assert main([str(src), str(tmp_path / "maps2.h5"), "--b1", "stream", "--model", str(models["b1"]),
                  "--set", "device=cpu", "--quiet"]) == 0
@@ -601,9 +602,9 @@ def test_replay_of_a_file_with_a_b1_series(scan, model, models, header, tmp_path
 
 
 def test_serve_and_send_with_a_b1_series(scan, model, models, header, tmp_path) -> None:
-    from drone_gadgets.client import ServerError, send
-    from drone_gadgets.mrd import ConfigText, Header, encode
-    from drone_gadgets.server import ReconServer, ServerOptions
+    from drone_gadgets.apps.client import ServerError, send
+    from drone_gadgets.wire.mrd import ConfigText, Header, encode
+    from drone_gadgets.apps.server import ReconServer, ServerOptions
     from mrd_peer import exchange
 
     src = tmp_path / "scan.h5"
@@ -614,7 +615,7 @@ def test_serve_and_send_with_a_b1_series(scan, model, models, header, tmp_path) 
         host, port = server.address
         result = send(src, tmp_path / "maps.h5", host=host, port=port, settings={"b1": "stream"}, progress=False)
         assert result.frames == 52 and result.slices == 2
-        from drone_gadgets import h5io
+        from drone_gadgets.files import h5io
 
         by_slice = _by_slice(h5io.read_images(tmp_path / "maps.h5", "dataset"))
         for s in (0, 1):

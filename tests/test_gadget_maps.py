@@ -1,6 +1,6 @@
 """The gadget's optional maps and its noise-aware mask, end to end through its stages.
 
-A noisy brain phantom scan goes through :func:`drone_gadgets.stages.pipeline` as ismrmrd images; the maps
+A noisy brain phantom scan goes through :func:`drone_gadgets.recon.stages.pipeline` as ismrmrd images; the maps
 that come back are compared with :func:`drone_core.reconstruct.reconstruct` run here on the same frames, and
 their meta with the σ the frames were simulated with.
 """
@@ -18,11 +18,11 @@ from drone_core.model import DroneModel, default_model
 from drone_core.phantoms import brain_phantom, image_noise_sigma, simulate_frames
 from drone_core.reconstruct import reconstruct
 from drone_core.schedule import default_schedule
-from drone_gadgets.conversion import make_image
-from drone_gadgets.errors import SettingsError
-from drone_gadgets.settings import MAP_NAMES, GadgetSettings, parse_settings, settings_from_properties
-from drone_gadgets.settings import settings_to_properties
-from drone_gadgets.stages import pipeline
+from drone_gadgets.recon.conversion import make_image
+from drone_gadgets.recon.errors import SettingsError
+from drone_gadgets.recon.settings import GadgetSettings, MAP_NAMES, parse_settings, settings_from_properties
+from drone_gadgets.recon.settings import settings_to_properties
+from drone_gadgets.recon.stages import pipeline
 from gadgetron_peer import config_xml, frame_header, image_of
 
 SCHEDULE = default_schedule()
@@ -75,7 +75,7 @@ def test_settings_of_the_mask_and_the_optional_maps() -> None:
 def test_pipeline_emits_every_map_with_its_series_and_the_noise(model: DroneModel, scan, caplog) -> None:
     frames, sigma = scan
     settings = settings_from_properties({"device": "cpu", "maps": ",".join(MAP_NAMES)})
-    with caplog.at_level(logging.INFO, logger="drone_gadgets.stages"):
+    with caplog.at_level(logging.INFO, logger="drone_gadgets.recon.stages"):
         out = _by_series(list(pipeline(_images(frames), model, settings)))
     assert sorted(out) == [(s, i) for s in (0, 1) for i in (100, 101, 102, 105, 106, 107)]
     for s in (0, 1):
@@ -106,7 +106,7 @@ def test_uncertainty_maps_need_a_model_with_a_table(model: DroneModel, scan) -> 
 def test_noise_free_frames_fall_back_to_the_fraction_mask_with_a_warning(model: DroneModel, caplog) -> None:
     clean = simulate_frames(brain_phantom(1), SCHEDULE, 0.0)
     settings = settings_from_properties({"device": "cpu", "maps": "t1,t1_sd"})
-    with caplog.at_level(logging.WARNING, logger="drone_gadgets.stages"):
+    with caplog.at_level(logging.WARNING, logger="drone_gadgets.recon.stages"):
         out = _by_series(list(pipeline(_images(clean), model, settings)))
     assert out[(0, 100)].meta["DRONE_NoiseSigma"] == "unknown" and out[(0, 100)].meta["DRONE_MaskRule"] == "fraction"
     assert any("no noise-only background found" in r.getMessage() for r in caplog.records)
@@ -126,7 +126,7 @@ def test_b1_map_images_are_not_taken_for_frames(model: DroneModel, scan, caplog)
                           meta={"DRONE_Map": "B1", "Units": "percent"})
     settings = settings_from_properties({"device": "cpu"})
     plain = _by_series(list(pipeline(_images(frames), model, settings)))
-    with caplog.at_level(logging.WARNING, logger="drone_gadgets.stages"):
+    with caplog.at_level(logging.WARNING, logger="drone_gadgets.recon.stages"):
         with_b1 = _by_series(list(pipeline(_images(frames) + [b1_image], model, settings)))
     assert sorted(with_b1) == sorted(plain)
     for key in plain:
@@ -139,7 +139,7 @@ def test_the_estimator_is_warmed_up_for_the_optional_maps_too() -> None:
     atoms of the fit and of the tissue's σ are simulated with, so the first slice does not pay it."""
     from drone_core.excitation import profile_table
     from drone_core.goodness_of_fit import N_POSITIONS
-    from drone_gadgets.estimators import build_estimator
+    from drone_gadgets.recon.estimators import build_estimator
 
     profile_table.cache_clear()
     plain = build_estimator(settings_from_properties({"device": "cpu"}))

@@ -1,4 +1,4 @@
-"""drone_gadgets.stages on plain lists: frames in any order, slices interleaved, ImageArray input,
+"""drone_gadgets.recon.stages on plain lists: frames in any order, slices interleaved, ImageArray input,
 pass-through, and each refusal — with what was produced before an error always whole."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from gadgetron.types import ImageArray
 
 from drone_core.model import default_model
-from drone_gadgets.errors import (DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError,
-                                  NonFiniteFrameError)
-from drone_gadgets.settings import GadgetSettings
-from drone_gadgets.stages import Frame, MapSet, Trajectory, frames, maps, pipeline, trajectories
+from drone_gadgets.recon.errors import (DuplicateFrameError, FrameError, FrameSizeError, IncompleteFingerprintError,
+                                        NonFiniteFrameError)
+from drone_gadgets.recon.settings import GadgetSettings
+from drone_gadgets.recon.stages import Frame, MapSet, Trajectory, frames, maps, pipeline, trajectories
 from gadgetron_peer import frame_header, image_of, phantom, phantom_frames
 
 #: See test_gadget_units.NETWORK_RTOL: the shipped network's noise-free error here is ≤ 1.7 %.

@@ -19,7 +19,7 @@ import torch
 
 from drone_core.dictionary import Dictionary
 from drone_core.schedule import default_schedule
-from drone_gadgets.errors import GadgetFailed
+from drone_gadgets.recon.errors import GadgetFailed
 from drone_gadgets.gadget import drone_mrf
 from gadgetron_peer import (ACQUISITION, CLOSE, ERROR, IMAGE, WAVEFORM, GadgetronPeer, Reply, acquisition_message,
                             config_xml, frame_header, header_xml, image_array_message, image_message, image_of,

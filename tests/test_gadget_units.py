@@ -19,11 +19,11 @@ from drone_core.matching import Matcher
 from drone_core.model import default_model
 from drone_core.schedule import default_schedule
 from drone_core.reconstruct import foreground_mask, reconstruct
-from drone_gadgets.conversion import copy_header, image_array_frames, image_magnitude, make_image
-from drone_gadgets.errors import FrameError, PeerGoneError, ProtocolError, ScheduleMismatchError, SettingsError
-from drone_gadgets.header import check_header_schedule, schedule_from_header, sequence_parameters
-from drone_gadgets.protocol import RobustSocket, messages, read_image, send
-from drone_gadgets.settings import PROPERTIES, GadgetSettings, parse_settings, settings_table
+from drone_gadgets.recon.conversion import copy_header, image_array_frames, image_magnitude, make_image
+from drone_gadgets.recon.errors import FrameError, PeerGoneError, ProtocolError, ScheduleMismatchError, SettingsError
+from drone_gadgets.recon.header import check_header_schedule, schedule_from_header, sequence_parameters
+from drone_gadgets.wire.external import RobustSocket, messages, read_image, send
+from drone_gadgets.recon.settings import GadgetSettings, PROPERTIES, parse_settings, settings_table
 from gadgetron_peer import (config_xml, frame_header, header_xml, image_message, phantom, phantom_frames,
                             raw_image_message)
 
@@ -332,7 +332,7 @@ def test_adopted_connection_writes_image_arrays_safely() -> None:
     from gadgetron.external.connection import Connection
     from gadgetron.types.image_array import read_image_array, write_image_array
 
-    from drone_gadgets.protocol import adopt
+    from drone_gadgets.wire.external import adopt
 
     ours, theirs = socket.socketpair()
     config, header = config_xml(), header_xml()

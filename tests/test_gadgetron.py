@@ -36,12 +36,12 @@ import numpy as np
 import pytest
 
 from drone_cli.main import main as drone
-from drone_gadgets import h5io
-from drone_gadgets.chains import ChainError, apply_properties, chain_from_text
-from drone_gadgets.client import SettingsNotApplied, check_settings_applied
-from drone_gadgets.mrd import error_message, error_text, is_error_text
-from drone_gadgets.settings import GadgetSettings, settings_from_properties
-from drone_gadgets.stages import settings_meta
+from drone_gadgets.files import h5io
+from drone_gadgets.wire.chains import ChainError, apply_properties, chain_from_text
+from drone_gadgets.apps.client import SettingsNotApplied, check_settings_applied
+from drone_gadgets.wire.mrd import error_message, error_text, is_error_text
+from drone_gadgets.recon.settings import GadgetSettings, settings_from_properties
+from drone_gadgets.recon.stages import settings_meta
 from gadgetron_server import REPO, GadgetronServer
 
 CHAINS = REPO / "xml_configs"
@@ -133,7 +133,7 @@ class _FakeServer:
         self.thread.start()
 
     def _serve(self) -> None:
-        from drone_gadgets.mrd import MessageReader, encode
+        from drone_gadgets.wire.mrd import MessageReader, encode
 
         conn, _ = self.listener.accept()
         with conn:
@@ -162,7 +162,7 @@ class _FakeServer:
 @pytest.fixture(scope="module")
 def tiny_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from drone_core.schedule import default_schedule
-    from drone_gadgets.scan import write_scan
+    from drone_gadgets.scans.images import write_scan
 
     path = tmp_path_factory.mktemp("tiny") / "scan.h5"
     write_scan(path, np.ones((25, 1, 4, 4), np.float32), default_schedule())
@@ -185,7 +185,7 @@ def _send_to(port: int, scan: Path, out: Path, *args: str) -> tuple[int, str]:
      "drone send: Gadgetron (Connection Main Thread/Connection Input Thread): Error reading from file/stream"),
 ])
 def test_send_fails_on_gadgetrons_error_texts(tiny_scan: Path, tmp_path: Path, text: str, line: str) -> None:
-    from drone_gadgets.mrd import Text
+    from drone_gadgets.wire.mrd import Text
 
     with _FakeServer([Text(text)]) as server:
         rc, err = _send_to(server.port, tiny_scan, tmp_path / "maps.h5")
@@ -195,7 +195,7 @@ def test_send_fails_on_gadgetrons_error_texts(tiny_scan: Path, tmp_path: Path, t
 
 def test_send_fails_on_a_close_without_images_and_on_json_settings_not_reported(tiny_scan: Path,
                                                                                  tmp_path: Path) -> None:
-    from drone_gadgets.mrd import ConfigFile, ConfigText, Text
+    from drone_gadgets.wire.mrd import ConfigFile, ConfigText, Text
 
     with _FakeServer([Text("a log line")]) as server:
         rc, err = _send_to(server.port, tiny_scan, tmp_path / "maps.h5")
@@ -225,7 +225,7 @@ def test_send_fails_on_a_close_without_images_and_on_json_settings_not_reported(
 def _external_properties(chain_text: str) -> dict[str, str]:
     import xml.etree.ElementTree as ET
 
-    from drone_gadgets.settings import parse_properties
+    from drone_gadgets.recon.settings import parse_properties
 
     root = ET.fromstring(chain_text)
     node = next(n for n in root.find("stream") if n.tag == "external")
@@ -402,7 +402,7 @@ def test_each_failure_ends_the_client_with_the_gadgets_message_and_the_server_go
 def test_killing_the_gadgets_process_mid_scan_fails_the_client_at_once(
         gadgetron_server: GadgetronServer, scans, replayed, tmp_path: Path, monkeypatch) -> None:
     """The client sends 5 frames, then waits; the test kills the gadget's process (-9), then lets it go on."""
-    from drone_gadgets import replay
+    from drone_gadgets.apps import replay
 
     go = threading.Event()
     stream = replay.InputScan.images

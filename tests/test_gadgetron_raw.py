@@ -87,8 +87,8 @@ def eroded(labels: np.ndarray, label: int) -> np.ndarray:
 def phantom_scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.scan import write_phantom_scan
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.images import write_phantom_scan
 
     folder = tmp_path_factory.mktemp("raw")
     phantom, schedule = brain_phantom(1, (128, 128)), default_schedule()
@@ -113,7 +113,7 @@ def raw_maps(gadgetron_server: GadgetronServer, phantom_scans: dict[str, Path],
 
 
 def test_raw_chain_maps_are_within_3_percent_of_the_truth(phantom_scans, raw_maps) -> None:
-    from drone_gadgets.scan import read_truth
+    from drone_gadgets.scans.truth import read_truth
 
     truth = read_truth(phantom_scans["raw"])
     maps = raw_maps["raw"]
@@ -140,7 +140,7 @@ def test_raw_chain_maps_are_within_3_percent_of_the_truth(phantom_scans, raw_map
 def test_raw_chain_noise_cost_against_the_images_path(gadgetron_server: GadgetronServer, phantom_scans, raw_maps,
                                                       tmp_path: Path) -> None:
     from cli.main import main as drone
-    from drone_gadgets.scan import read_truth
+    from drone_gadgets.scans.truth import read_truth
 
     images = {}
     for key in ("images", "images_clean"):
@@ -186,8 +186,8 @@ def test_noise_scan_is_used_by_noise_adjust_with_a_storage_server(gadgetron_with
     from drone_core.encoding.coils import noise_covariance
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.scan import read_truth
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.truth import read_truth
 
     server, storage = gadgetron_with_storage
     protocol = RawProtocol(noise_lines=64)
@@ -247,7 +247,7 @@ def test_a_failing_raw_chain_ends_drone_send_with_the_gadgets_message(gadgetron_
 
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
 
     schedule = default_schedule()
     flips = list(schedule.flip_angle_deg)
@@ -275,8 +275,8 @@ def test_grappa_r3_and_ramp_sampling_through_the_chain(gadgetron_server: Gadgetr
     blur, the same as at R = 2 on the flat top)."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.scan import read_truth
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.truth import read_truth
 
     protocol = RawProtocol(acceleration=acceleration, ramp_sampling=ramp_sampling, noise_scan=False)
     info = write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (96, 96)), default_schedule(), protocol=protocol)
@@ -317,7 +317,7 @@ def test_a_noise_scan_on_a_server_without_storage_fails_with_a_hint(gadgetron_se
     scan's covariance and the chain fails; ``drone send`` says so and what to do."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
 
     write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (32, 32)), default_schedule(),
                    protocol=RawProtocol(acceleration=1, noise_lines=8))
@@ -335,8 +335,9 @@ def test_b1_map_from_a_file_corrects_the_raw_chains_maps(gadgetron_server: Gadge
     with the map)."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.scan import phantom_b1, read_truth
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.b1 import phantom_b1
+    from drone_gadgets.scans.truth import read_truth
 
     phantom = brain_phantom(1, (64, 64))
     b1, _ = phantom_b1("3t", phantom)
@@ -367,8 +368,8 @@ def test_raw_chains_noise_aware_mask_and_uncertainty_maps(gadgetron_server: Gadg
 
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.scan import read_truth
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.scans.truth import read_truth
     from scipy import ndimage
 
     raw, out = tmp_path / "raw.h5", tmp_path / "maps.h5"

@@ -6,11 +6,11 @@ them:
 
 * ismrmrd's generated header parser does not look at the root element, and 1.14's gives every field
   a default, so ``<notAnIsmrmrdHeader/>`` parses there: the header's root is checked by the package
-  itself (:func:`drone_gadgets.header.header_root`), which these tests assert on documents that
+  itself (:func:`drone_gadgets.recon.header.header_root`), which these tests assert on documents that
   ismrmrd parses in both versions, so they fail without that check whatever ismrmrd is installed;
 * ``ismrmrd.serialization`` is absent before 1.14.2 and has no CONFIG_FILE/CONFIG_TEXT before 1.15:
-  :func:`drone_gadgets.mrd.encode` writes every message itself (compared here byte for byte with
-  ismrmrd's ``ProtocolSerializer`` where it has one), and :class:`~drone_gadgets.mrd.StreamDeserializer`
+  :func:`drone_gadgets.wire.mrd.encode` writes every message itself (compared here byte for byte with
+  ismrmrd's ``ProtocolSerializer`` where it has one), and :class:`~drone_gadgets.wire.mrd.StreamDeserializer`
   stands in for ismrmrd's ``ProtocolDeserializer`` where it has none (compared with it where it has).
 """
 
@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 
 from drone_core.schedule import default_schedule
-from drone_gadgets.errors import ScheduleMismatchError
-from drone_gadgets.header import ISMRMRD_NAMESPACE, check_header_schedule, header_root, sequence_parameters
-from drone_gadgets.loopback import check_header
-from drone_gadgets.mrd import (CONFIG_FILE_BYTES, ConfigFile, ConfigText, Header, StreamDeserializer, Text, encode,
-                               encode_config_file, serialization)
+from drone_gadgets.recon.errors import ScheduleMismatchError
+from drone_gadgets.recon.header import ISMRMRD_NAMESPACE, check_header_schedule, header_root, sequence_parameters
+from drone_gadgets.recon.header import check_header
+from drone_gadgets.wire.mrd import (CONFIG_FILE_BYTES, ConfigFile, ConfigText, Header, StreamDeserializer, Text, encode,
+                                    encode_config_file, serialization)
 from gadgetron_peer import header_xml
 
 ISMRMRD_VERSION = metadata.version("ismrmrd")
@@ -110,7 +110,7 @@ def test_the_schedule_check_refuses_another_root_element(case: str, caplog: pyte
     with pytest.raises(ScheduleMismatchError, match=r"cannot check the schedule: not an ISMRMRD header: .*"
                                                     r"\(property schedule_check=warn or off accepts it\)"):
         check_header_schedule(xml, SCHEDULE)
-    with caplog.at_level(logging.WARNING, logger="drone_gadgets.header"):
+    with caplog.at_level(logging.WARNING, logger="drone_gadgets.recon.header"):
         assert check_header_schedule(xml, SCHEDULE, "warn") is None
     assert "not an ISMRMRD header" in caplog.text and "no sequenceParameters" not in caplog.text
 

@@ -2,7 +2,7 @@
 
 Properties:
 
-* whatever the bytes, :class:`~drone_gadgets.mrd.MessageReader` either returns messages or raises
+* whatever the bytes, :class:`~drone_gadgets.wire.mrd.MessageReader` either returns messages or raises
   :class:`ProtocolError` (a refusal) or :class:`PeerGoneError` (the end of the bytes) — never another
   exception — and never asks its source for more bytes at once than the largest limit allows
   (so nothing a stream declares is allocated before it is checked);
@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drone_core.schedule import default_schedule
-from drone_gadgets.errors import PeerGoneError, ProtocolError
-from drone_gadgets.mrd import CONFIG_FILE_BYTES, ConfigFile, ConfigText, Header, Limits, MessageReader, Text, encode
-from drone_gadgets.server import EstimatorCache, ReconServer, ServerOptions
+from drone_gadgets.recon.errors import PeerGoneError, ProtocolError
+from drone_gadgets.wire.mrd import (CONFIG_FILE_BYTES, ConfigFile, ConfigText, Header, Limits, MessageReader, Text,
+                                    encode)
+from drone_gadgets.apps.server import EstimatorCache, ReconServer, ServerOptions
 from mrd_peer import RawClient, exchange, scan_messages
 
 SCHEDULE = default_schedule()

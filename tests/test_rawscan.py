@@ -1,4 +1,4 @@
-"""drone_gadgets.rawscan (``drone simulate-scan --raw``): the ISMRMRD header Gadgetron's GRAPPA EPI chain
+"""drone_gadgets.scans.raw (``drone simulate-scan --raw``): the ISMRMRD header Gadgetron's GRAPPA EPI chain
 reads, the acquisition stream (noise scan, ACS, navigators, echo trains, flags), the samples against an
 independent model, a reconstruction done here (Gadgetron's header-driven trajectory, least squares per
 line, inverse FFT along y, coil combination) that gives back the simulated frames and the documented
@@ -22,10 +22,12 @@ from cli.main import main
 from drone_core.encoding import coil_sensitivities, noise_covariance
 from drone_core.phantoms import brain_phantom, simulate_frames
 from drone_core.schedule import Schedule, default_schedule
-from drone_gadgets import rawscan
-from drone_gadgets.header import check_header_schedule, schedule_from_header, sequence_parameters
-from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-from drone_gadgets.scan import read_b1_map, read_scan, read_truth
+from drone_gadgets.scans import raw as rawscan
+from drone_gadgets.recon.header import check_header_schedule, schedule_from_header, sequence_parameters
+from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+from drone_gadgets.scans.b1 import read_b1_map
+from drone_gadgets.scans.images import read_scan
+from drone_gadgets.scans.truth import read_truth
 
 #: ISMRMRD acquisition flag bit numbers (ismrmrd.h; mask = 1 << (bit − 1)), written out here, not taken
 #: from the code under test.

@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 
 from drone_core.schedule import default_schedule
-from drone_gadgets import h5io
-from drone_gadgets.errors import SettingsError
-from drone_gadgets.loopback import GadgetError, LoopbackError, config_xml, run_gadget
-from drone_gadgets.replay import add_arguments, choose_group, nifti_affine, replay, run
-from drone_gadgets.settings import GadgetSettings, parse_settings
+from drone_gadgets.files import h5io
+from drone_gadgets.recon.errors import SettingsError
+from drone_gadgets.wire.loopback import GadgetError, LoopbackError, config_xml, run_gadget
+from drone_gadgets.apps.inputs import choose_group
+from drone_gadgets.apps.replay import add_arguments, replay, run
+from drone_gadgets.files.nifti import nifti_affine
+from drone_gadgets.recon.settings import GadgetSettings, parse_settings
 from gadgetron_peer import frame_header, header_xml, phantom, phantom_frames
 
 #: The shipped network's noise-free error on the phantom's tissues is ≤ 1.7 % (see test_gadget_stream.py);
@@ -202,7 +204,8 @@ def test_replay_client_layout_through_the_command_line(client_file: Path, tmp_pa
 def test_replay_of_a_simulated_scan_matches_its_truth(tmp_path: Path, schedule, truth) -> None:
     """A file of ``drone simulate-scan``'s writer (frames in /dataset, true maps in /dataset_truth):
     the frames group is chosen by itself, and the maps equal the truth the writer stored."""
-    from drone_gadgets.scan import read_truth, write_scan
+    from drone_gadgets.scans.images import write_scan
+    from drone_gadgets.scans.truth import read_truth
 
     src = tmp_path / "sim.h5"
     frames = np.stack([t["frames"] for t in truth], axis=1)  # (N, z, y, x)
@@ -403,9 +406,9 @@ def test_replay_of_a_raw_scan_says_it_needs_a_reconstruction_first(tmp_path) -> 
     """A raw scan's only images are its truth maps: replaying them as frames would be nonsense."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.h5io import H5FormatError
-    from drone_gadgets.rawscan import RawProtocol, write_raw_scan
-    from drone_gadgets.replay import replay
+    from drone_gadgets.files.h5io import H5FormatError
+    from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
+    from drone_gadgets.apps.replay import replay
 
     write_raw_scan(tmp_path / "raw.h5", brain_phantom(1, (16, 16)), default_schedule(),
                    protocol=RawProtocol(n_coils=2, acceleration=1, noise_scan=False))
@@ -419,14 +422,14 @@ def test_replay_with_the_uncertainty_and_fit_maps(tmp_path: Path) -> None:
     its DRONE_Map label, drawn in the PNG, and the sd maps positive where T1 is."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
-    from drone_gadgets.scan import write_phantom_scan
+    from drone_gadgets.scans.images import write_phantom_scan
 
     src = tmp_path / "scan.h5"
     write_phantom_scan(src, brain_phantom(1, (48, 48)), default_schedule(), noise_level=0.02, seed=5)
     settings = {**CPU, "maps": "t1,t2,m0,t1_sd,t2_sd,fit"}
     result = replay(src, tmp_path / "maps.h5", settings=settings, png_dir=tmp_path / "png", progress=False)
     assert result.series == {f"image_{s}": 1 for s in (100, 101, 102, 105, 106, 107)}
-    from drone_gadgets.replay import maps_by_slice
+    from drone_gadgets.apps.outputs import maps_by_slice
 
     maps = maps_by_slice(h5io.read_images(tmp_path / "maps.h5", "dataset"))
     assert sorted(maps[0]) == ["fit", "m0", "t1", "t1_sd", "t2", "t2_sd"]

@@ -2,8 +2,8 @@
 
 The server runs in this process on a free port (one module-wide instance with small limits, and
 dedicated ones where a test needs other options); the clients are raw sockets whose replies are
-read with ismrmrd's ProtocolDeserializer (``mrd_peer.py``), or :func:`drone_gadgets.client.send`.
-Reference maps come from :func:`drone_gadgets.stages.pipeline` run here on the same images with a
+read with ismrmrd's ProtocolDeserializer (``mrd_peer.py``), or :func:`drone_gadgets.apps.client.send`.
+Reference maps come from :func:`drone_gadgets.recon.stages.pipeline` run here on the same images with a
 separately loaded shipped model: the server must give exactly those (it runs the same stages).
 """
 
@@ -25,12 +25,12 @@ import pytest
 
 from drone_core.model import default_model
 from drone_core.schedule import default_schedule
-from drone_gadgets.chains import ChainCatalog, ChainError, chain_from_text
-from drone_gadgets.client import SendError, ServerError, send
-from drone_gadgets.mrd import ConfigFile, ConfigText, Header, Limits, MrdId, Text, encode
-from drone_gadgets.server import EstimatorCache, ReconServer, ServerOptions
-from drone_gadgets.settings import settings_from_properties
-from drone_gadgets.stages import pipeline
+from drone_gadgets.wire.chains import ChainCatalog, ChainError, chain_from_text
+from drone_gadgets.apps.client import SendError, ServerError, send
+from drone_gadgets.wire.mrd import ConfigFile, ConfigText, Header, Limits, MrdId, Text, encode
+from drone_gadgets.apps.server import EstimatorCache, ReconServer, ServerOptions
+from drone_gadgets.recon.settings import settings_from_properties
+from drone_gadgets.recon.stages import pipeline
 from gadgetron_peer import frame_header
 from mrd_peer import (U16, U32, U64, FireClient, RawClient, exchange, maps_of, scan_images, scan_message_list,
                       scan_messages, schedule_header)
@@ -154,8 +154,8 @@ def test_concurrent_clients_each_get_their_own_maps(server: ReconServer, referen
 
 
 def test_drone_send_writes_the_maps(server: ReconServer, reference, tmp_path: Path) -> None:
-    from drone_gadgets import h5io
-    from drone_gadgets.scan import write_scan
+    from drone_gadgets.files import h5io
+    from drone_gadgets.scans.images import write_scan
 
     images, truth = scan_images(SCHEDULE, 2)
     frames = np.stack([np.stack([np.asarray(im.data)[0, 0] for im in images if im.getHead().repetition == i])
@@ -176,7 +176,7 @@ def test_drone_send_writes_the_maps(server: ReconServer, reference, tmp_path: Pa
 
 
 def test_drone_send_reports_the_servers_error_and_writes_nothing(server: ReconServer, tmp_path: Path) -> None:
-    from drone_gadgets.scan import write_scan
+    from drone_gadgets.scans.images import write_scan
 
     write_scan(tmp_path / "scan.h5", np.ones((SCHEDULE.n_frames, 1, 12, 10), np.float32), SCHEDULE)
     host, port = server.address
@@ -190,7 +190,7 @@ def test_drone_send_reports_the_servers_error_and_writes_nothing(server: ReconSe
 
 def test_cli_send_against_a_serve_process(tmp_path: Path) -> None:
     """The two console commands together: `drone serve` in its own process, `drone send`, SIGTERM."""
-    from drone_gadgets.scan import write_scan
+    from drone_gadgets.scans.images import write_scan
 
     images, _ = scan_images(SCHEDULE, 1)
     frames = np.stack([np.asarray(im.data)[0] for im in images])  # (N, 1, y, x)

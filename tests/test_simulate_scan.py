@@ -1,4 +1,4 @@
-"""drone_gadgets.scan: simulated ISMRMRD scans — header, schedule round trip, image counters and
+"""drone_gadgets.scans.images: simulated ISMRMRD scans — header, schedule round trip, image counters and
 geometry, the truth group — and the written files streamed through the gadget."""
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ import pytest
 
 from drone_core.phantoms import Phantom, brain_phantom, nist_phantom, simulate_frames
 from drone_core.schedule import Schedule, default_schedule
-from drone_gadgets.gadget import drone_mrf, prepare
-from drone_gadgets.header import check_header_schedule, schedule_from_header, sequence_parameters
-from drone_gadgets.scan import (TRUTH_SERIES, add_arguments, header_xml, read_scan, read_truth, run,
-                                write_phantom_scan, write_scan)
-from drone_gadgets.stages import pipeline
+from drone_gadgets.gadget import drone_mrf
+from drone_gadgets.recon.prepare import prepare
+from drone_gadgets.recon.header import check_header_schedule, schedule_from_header, sequence_parameters
+from drone_gadgets.apps.simulate_scan import add_arguments, run
+from drone_gadgets.scans.images import read_scan, write_phantom_scan, write_scan
+from drone_gadgets.scans.layout import TRUTH_SERIES, header_xml
+from drone_gadgets.scans.truth import read_truth
+from drone_gadgets.recon.stages import pipeline
 from gadgetron_peer import GadgetronPeer, config_xml, image_message
 
 #: Noise-free brain maps from the shipped network (slice profile, B1 = 1), on the median, per tissue:
@@ -308,7 +311,8 @@ def b1_file(tmp_path_factory, schedule) -> tuple[Path, Phantom, np.ndarray]:
 
 
 def test_b1_map_series_values_geometry_and_meta(b1_file) -> None:
-    from drone_gadgets.scan import B1_SERIES_INDEX, B1_VAR, read_b1_map
+    from drone_gadgets.scans.b1 import read_b1_map
+    from drone_gadgets.scans.layout import B1_SERIES_INDEX, B1_VAR
 
     path, phantom, field = b1_file
     _, frames = read_scan(path)
@@ -370,7 +374,7 @@ def test_cli_b1_3t_frames_equal_the_phantom_simulation_with_that_field(tmp_path,
     """``--b1 3t``: the frames are the phantom's simulation (slice profile included) under head_b1_field
     (in steps of 0.1 %, as a B1 map stores it)."""
     from drone_core.b1_field import B1_MAP_STEP, head_b1_field
-    from drone_gadgets.scan import read_b1_map
+    from drone_gadgets.scans.b1 import read_b1_map
 
     out = tmp_path / "b1.h5"
     assert run(_parse([str(out), "--b1", "3t", "--matrix", "40", "36", "--noise", "0.01", "--seed", "5"])) == 0
@@ -444,9 +448,10 @@ MEDIAN_BIAS_FLOOR = 0.005
 
 
 def test_replay_with_the_b1_map_recovers_t1_t2_better_than_without(tmp_path, schedule) -> None:
-    from drone_gadgets import h5io
-    from drone_gadgets.replay import open_input, replay
-    from drone_gadgets.settings import settings_from_properties
+    from drone_gadgets.files import h5io
+    from drone_gadgets.apps.inputs import open_input
+    from drone_gadgets.apps.replay import replay
+    from drone_gadgets.recon.settings import settings_from_properties
 
     scan = tmp_path / "scan.h5"
     assert run(_parse([str(scan), "--b1", "3t", "--matrix", "64", "64"])) == 0

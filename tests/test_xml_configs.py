@@ -5,7 +5,7 @@ Gadgetron cannot run here, so the files are checked the way Gadgetron 4.x reads 
 ``<readers>``, ``<writers>`` and a ``<stream>`` whose children are parsed by element name; an
 ``<external>`` node's ``<configuration>`` element is copied verbatim into its own document and
 sent to the Python process as that document's text. That text is fed here to
-:func:`drone_gadgets.settings.parse_settings` and, once, to the real ``drone_mrf`` handler.
+:func:`drone_gadgets.recon.settings.parse_settings` and, once, to the real ``drone_mrf`` handler.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from drone_gadgets.settings import PROPERTIES, GadgetSettings, parse_settings
+from drone_gadgets.recon.settings import GadgetSettings, PROPERTIES, parse_settings
 
 XML_DIR = Path(__file__).resolve().parents[1] / "xml_configs"
 

@@ -1,6 +1,6 @@
 """How magnetisation becomes raw data: receive coils (:mod:`.coils`) and EPI k-space sampling (:mod:`.epi`).
 
-Used by ``drone simulate-scan --raw`` (:mod:`drone_gadgets.rawscan`) to make what a scanner sends
+Used by ``drone simulate-scan --raw`` (:mod:`drone_gadgets.scans.raw`) to make what a scanner sends
 Gadgetron's GRAPPA EPI chain. Never imports ismrmrd or gadgetron.
 """
 

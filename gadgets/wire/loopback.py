@@ -16,14 +16,14 @@ length + UTF-8 text, which makes Gadgetron fail the chain with that text) and CL
 
 :class:`Loopback` is one such connection: it spawns the process (``sys.executable -m gadgetron``;
 stdout captured — it is Gadgetron's output stream, so anything printed there is an error — and
-stderr forwarded line by line to the logger ``drone_gadgets.loopback.process``), reads the replies
+stderr forwarded line by line to the logger ``drone_gadgets.wire.loopback.process``), reads the replies
 on a background thread (so neither side can block the other on a full socket buffer) and bounds
 every wait: no progress for ``stall_timeout_s`` seconds fails the run instead of hanging it.
 :func:`run_gadget` does a whole run and turns the outcome into images or a clear exception
 (:class:`GadgetError` carries the gadget's ERROR text). The process is always ended.
 
 Messages are serialised here from the wire format, independently of gadgetron-python's writers
-and of :mod:`drone_gadgets.protocol`'s reader, so a run checks the gadget against the protocol.
+and of :mod:`drone_gadgets.wire.external`'s reader, so a run checks the gadget against the protocol.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from xml.sax.saxutils import escape
 import ismrmrd
 import numpy as np
 
-from .protocol import _MAX_ATTRIBUTE_BYTES, _WIRE_DTYPES, read_image
+from ..recon.header import check_header
+from .external import _MAX_ATTRIBUTE_BYTES, _WIRE_DTYPES, read_image
 
 __all__ = [
     "CONFIG", "HEADER", "CLOSE", "ERROR", "IMAGE", "IMAGE_ARRAY", "WAVEFORM", "ACQUISITION",
@@ -56,7 +57,6 @@ __all__ = [
     "Loopback",
     "LoopbackError",
     "Reply",
-    "check_header",
     "close_message",
     "config_xml",
     "config_message",
@@ -274,7 +274,7 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARN
 
 
 def _forward(line: str) -> None:
-    """A line of the process's stderr → ``drone_gadgets.loopback.process`` at its own level.
+    """A line of the process's stderr → ``drone_gadgets.wire.loopback.process`` at its own level.
 
     gadgetron-python formats its log as ``<date> <time>.<ms> <LEVEL> [ext. <pid> <module>.<target>] …``.
     """
@@ -338,7 +338,7 @@ class Loopback:
             log_level: ``GADGETRON_EXTERNAL_LOG_LEVEL`` for the child, unless ``env`` sets it.
             accept_timeout_s: how long the child may take to connect.
             stall_timeout_s: see :class:`Loopback`.
-            forward_log: forward the child's stderr lines to ``drone_gadgets.loopback.process``.
+            forward_log: forward the child's stderr lines to ``drone_gadgets.wire.loopback.process``.
             on_message: called on the reader thread with ``(message id, body)`` of every reply.
 
         Raises:
@@ -642,25 +642,6 @@ class GadgetRun:
     stream_seconds: float
     stderr: str
     reply: Reply
-
-
-def check_header(header: bytes | str) -> None:
-    """Raise ValueError unless ``header`` is an ISMRMRD header: XML whose root element is
-    ``ismrmrdHeader`` (:func:`drone_gadgets.header.header_root`, checked here: ismrmrd's parser does
-    not look at the root) that ``ismrmrd.xsd`` parses (gadgetron-python parses it so before the
-    handler runs, and a failure there only shows as a traceback)."""
-    from .header import header_root
-
-    text = header.decode("utf-8", errors="replace") if isinstance(header, bytes) else header
-    try:
-        header_root(header)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; the header begins {text[:200]!r}") from None
-    try:
-        ismrmrd.xsd.CreateFromDocument(header)
-    except Exception as exc:  # the xsd parser raises parser-specific types
-        raise ValueError(f"the ISMRMRD header does not parse ({type(exc).__name__}: {exc}); it begins "
-                         f"{text[:200]!r}") from None
 
 
 def run_gadget(header: bytes | str, items: Iterable[ismrmrd.Image | bytes],

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import SettingsError
 
@@ -38,6 +38,7 @@ __all__ = [
     "B1_MODES",
     "FRAME_COUNTER_FIELDS",
     "parse_properties",
+    "parse_property_args",
     "parse_settings",
     "settings_from_properties",
     "settings_to_properties",
@@ -486,6 +487,30 @@ def settings_table() -> str:
         default = f"`{p.default}`" if p.default else "(empty)"
         rows.append(f"| `{p.name}` | {default} | {p.meaning} |")
     return "\n".join(rows)
+
+
+def parse_property_args(items: Sequence[str] | None, named: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """Gadget properties from ``--set NAME=VALUE`` items and named options (``{"model": args.model}``).
+
+    Raises:
+        ValueError: an item without ``=``, a property given twice, or a named option that
+            disagrees with ``--set``.
+    """
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set: expected NAME=VALUE, got {item!r}")
+        name = name.strip()
+        if name in out:
+            raise ValueError(f"--set: property {name!r} given twice")
+        out[name] = value
+    for option, given in (named or {}).items():
+        if given is not None:
+            if option in out and out[option] != given:
+                raise ValueError(f"--{option} {given!r} and --set {option}={out[option]!r} disagree")
+            out[option] = given
+    return out
 
 
 def _check_defaults_match() -> None:

@@ -1,7 +1,7 @@
 """Simulated raw EPI-MRF k-space as an ISMRMRD ``.h5`` file — what a scanner sends Gadgetron's GRAPPA EPI chain.
 
 :func:`write_raw_scan` simulates a :class:`drone_core.phantoms.Phantom` under a schedule (the same
-normative signal model, slice profile and B1 as :func:`drone_gadgets.scan.write_phantom_scan`), then
+normative signal model, slice profile and B1 as :func:`drone_gadgets.scans.images.write_phantom_scan`), then
 acquires every frame of every slice as a multi-coil, GRAPPA-accelerated single-shot EPI
 (:mod:`drone_core.encoding`): ``drone simulate-scan OUT.h5 --raw``. The frames come back from
 ``gadgetron_ismrmrd_client -f OUT.h5 -C xml_configs/drone_grappa_epi.xml`` (or the chain's name); our
@@ -35,7 +35,7 @@ What is in ``/<group>/data`` (acquisitions, in stream order)
    Every acquisition has ``n_coils`` channels (``active_channels`` = ``available_channels``, all
    in ``channel_mask``), ``number_of_samples`` = the readout's ADC samples (2× oversampled),
    ``sample_time_us`` = the dwell time, the slice's geometry (``position`` (0, 0, z), ``read_dir``
-   (1, 0, 0), ``phase_dir`` (0, 1, 0), ``slice_dir`` (0, 0, 1); as :mod:`drone_gadgets.scan`), and an
+   (1, 0, 0), ``phase_dir`` (0, 1, 0), ``slice_dir`` (0, 0, 1); as :mod:`drone_gadgets.scans.images`), and an
    ``acquisition_time_stamp`` (2.5 ms ticks) from the schedule's TRs.
 
 The signal (:mod:`drone_core.encoding.epi`): each coil sees the frame times its sensitivity
@@ -61,10 +61,10 @@ trajectory ``epi`` with the ``ConventionalEPI`` ``trajectoryDescription`` — ``
 ``dwellTime`` (µs), ``rampUpTime``/``flatTopTime``/``rampDownTime``/``acqDelayTime`` (µs),
 ``numberOfNavigators``, ``etl``; ``parallelImaging`` with the acceleration and ``calibrationMode``),
 and the schedule (``sequenceParameters`` and ``userParameters`` exactly as in
-:mod:`drone_gadgets.scan`, which our gadget checks).
+:mod:`drone_gadgets.scans.images`, which our gadget checks).
 
 ``/<group>/image_5`` holds the B1 map when the scan has one (for the gadget's ``b1=file:OUT.h5``: the
-raw chain cannot carry images), and ``/<group>_truth`` the true maps, as in :mod:`drone_gadgets.scan`.
+raw chain cannot carry images), and ``/<group>_truth`` the true maps, as in :mod:`drone_gadgets.scans.images`.
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ from drone_core.encoding.epi import (EpiGhost, EpiReadout, calibration_lines, en
                                      undersampled_lines)
 from drone_core.schedule import Schedule
 
-from . import scan
+from ..recon.header import ISMRMRD_NAMESPACE
+from .b1 import b1_array, b1_map_images
+from .layout import (B1_SERIES_INDEX, B1_VAR, GYROMAGNETIC_RATIO_HZ_PER_T, element, header_text, schedule_sections,
+                     slice_geometry, xyz_element)
+from .truth import truth_arrays, write_truth
 
 if TYPE_CHECKING:  # pragma: no cover
     from drone_core.phantoms import Phantom
@@ -227,12 +231,12 @@ def raw_header_xml(schedule: Schedule, protocol: RawProtocol, *, matrix: tuple[i
         measurement_id: ``measurementID``, Siemens style ``<device>_<patient>_<study>_<measurement>``
             (Gadgetron takes the device, patient and study IDs from it).
     """
-    sub, xyz = scan._sub, scan._xyz
+    sub, xyz = element, xyz_element
     ny, nx = (int(v) for v in matrix)
     readout = protocol.readout(nx)
     device, patient, study, _ = (measurement_id.split("_") + ["", "", "", ""])[:4]
-    ET.register_namespace("", scan.ISMRMRD_NS)
-    root = ET.Element(f"{{{scan.ISMRMRD_NS}}}ismrmrdHeader")
+    ET.register_namespace("", ISMRMRD_NAMESPACE)
+    root = ET.Element(f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader")
     sub(sub(root, "subjectInformation"), "patientID", patient or "DRONEPHANTOM")
     sub(sub(root, "studyInformation"), "studyID", study or "1")
     mi = sub(root, "measurementInformation")
@@ -243,7 +247,7 @@ def raw_header_xml(schedule: Schedule, protocol: RawProtocol, *, matrix: tuple[i
     sub(mi, "seriesDescription", description or f"DRONE simulated raw EPI-MRF, schedule {schedule.name}")
     asi = sub(root, "acquisitionSystemInformation")
     sub(asi, "systemVendor", "DRONE simulation")
-    sub(asi, "systemModel", "drone_gadgets.rawscan")
+    sub(asi, "systemModel", "drone_gadgets.scans.raw")
     sub(asi, "systemFieldStrength_T", float(field_strength_t))
     sub(asi, "relativeReceiverNoiseBandwidth", RECEIVER_NOISE_BANDWIDTH)
     sub(asi, "receiverChannels", int(protocol.n_coils))
@@ -253,7 +257,7 @@ def raw_header_xml(schedule: Schedule, protocol: RawProtocol, *, matrix: tuple[i
         sub(label, "coilName", f"H{c + 1}")
     sub(asi, "deviceID", device or "66001")
     ec = sub(root, "experimentalConditions")
-    sub(ec, "H1resonanceFrequency_Hz", int(round(scan.GYROMAGNETIC_RATIO_HZ_PER_T * field_strength_t)))
+    sub(ec, "H1resonanceFrequency_Hz", int(round(GYROMAGNETIC_RATIO_HZ_PER_T * field_strength_t)))
     enc = sub(root, "encoding")
     for space in ("encodedSpace", "reconSpace"):
         node = sub(enc, space)
@@ -294,8 +298,8 @@ def raw_header_xml(schedule: Schedule, protocol: RawProtocol, *, matrix: tuple[i
     sub(af, "kspace_encoding_step_2", 1)
     sub(pi, "calibrationMode", "separate" if protocol.acceleration > 1 else "other")
     sub(enc, "echoTrainLength", n_lines)
-    scan.schedule_sections(root, schedule, description or "simulated raw EPI-MRF k-space")
-    return scan.header_text(root)
+    schedule_sections(root, schedule, description or "simulated raw EPI-MRF k-space")
+    return header_text(root)
 
 
 # --------------------------------------------------------------------------- acquisitions
@@ -388,7 +392,7 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
         noise_level: fraction (0.005 = 0.5 %) of the brightest noise-free voxel (module docstring).
         seed: of the noise; None: unseeded.
         b1: None, a number or a relative B1 map of ``phantom.shape`` (as in
-            :func:`~drone_gadgets.scan.write_phantom_scan`).
+            :func:`~drone_gadgets.scans.images.write_phantom_scan`).
         with_truth: write ``/<group>_truth``.
         group: the dataset group.
         b1_description: how the B1 field was made, for the description.
@@ -415,7 +419,7 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
     if path.exists() and not overwrite:
         raise FileExistsError(f"path: {str(path)!r} exists (overwrite=True / --force replaces it)")
     shape3 = (n_slices, ny, nx)
-    b1_map = scan._b1_array(b1, shape3, "b1")
+    b1_map = b1_array(b1, shape3, "b1")
     frames = simulate_frames(phantom, schedule, 0.0, b1=None if b1_map is None else b1_map.reshape(phantom.shape),
                              magnitude=False).reshape((schedule.n_frames,) + shape3)
     sigma_image = image_noise_sigma(frames, noise_level)
@@ -433,7 +437,7 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
     description = (f"{phantom.name}; schedule {schedule.name!r}; raw EPI, {protocol.n_coils} coils, R = "
                    f"{protocol.acceleration}; noise {noise_text}")
     if b1_map is not None:
-        description += f"; B1 {b1_description or 'map'} (B1 map: series {scan.B1_SERIES_INDEX}, percent)"
+        description += f"; B1 {b1_description or 'map'} (B1 map: series {B1_SERIES_INDEX}, percent)"
     xml = raw_header_xml(schedule, protocol, matrix=(ny, nx), n_slices=n_slices, fov_mm=phantom.fov_mm,
                          slice_thickness_mm=thickness, field_strength_t=field_strength_t, description=description)
     if path.exists():
@@ -508,21 +512,21 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
         writer.close()
 
     def geometry(s: int) -> "ismrmrd.ImageHeader":
-        return scan._geometry_header(slice_=s, position_mm=positions[s], matrix=(ny, nx), fov_mm=phantom.fov_mm,
+        return slice_geometry(slice_=s, position_mm=positions[s], matrix=(ny, nx), fov_mm=phantom.fov_mm,
                                      slice_thickness_mm=thickness)
 
     if b1_map is not None:
         with closing(ismrmrd.Dataset(str(path), group, create_if_needed=True)) as ds:
-            for image in scan.b1_map_images(b1_map, geometry):
-                ds.append_image(scan.B1_VAR, image)
+            for image in b1_map_images(b1_map, geometry):
+                ds.append_image(B1_VAR, image)
     truth: dict[str, np.ndarray] = {}
     if with_truth:
         maps: dict[str, Any] = dict(phantom.maps())
         maps["labels"] = phantom.labels
         if b1_map is not None:
             maps["b1"] = b1_map
-        truth = scan._truth_arrays(maps, shape3)
-        scan.write_truth(path, group, xml.encode("utf-8"), truth, geometry,
+        truth = truth_arrays(maps, shape3)
+        write_truth(path, group, xml.encode("utf-8"), truth, geometry,
                          {k: tuple(t) for k, t in phantom.tissues.items()})
     return RawScanInfo(path, group, schedule.n_frames, n_slices, (ny, nx), writer.count, n_noise, n_nav, n_cal,
                        readout.n_samples, sigma, tuple(truth), schedule.digest(),

@@ -22,7 +22,7 @@ Version differences this module avoids
   gadgetron's ImageArray writer) raises when a copy is needed; arrays are passed here already
   in the exact dtype, shape and C order, so no copy is ever needed.
 * ismrmrd maps ``DATATYPE_INT`` (int32 on the wire) to ``np.dtype('int')`` (int64): such images
-  are read by :func:`drone_gadgets.protocol.read_image` instead, which reads int32.
+  are read by :func:`drone_gadgets.wire.external.read_image` instead, which reads int32.
 """
 
 from __future__ import annotations

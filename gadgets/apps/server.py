@@ -1,24 +1,24 @@
 """``drone serve``: a standing reconstruction server for ISMRMRD stream clients.
 
 Sites without Gadgetron (and FIRE-style external reconstruction) send their frames to a server in
-the MRD streaming protocol (:mod:`drone_gadgets.mrd`): CONFIG_FILE or CONFIG_TEXT, HEADER,
+the MRD streaming protocol (:mod:`drone_gadgets.wire.mrd`): CONFIG_FILE or CONFIG_TEXT, HEADER,
 optionally TEXT, the images, CLOSE. This server answers each connection with the T1/T2/M0 map
 images and CLOSE, running the ``drone_mrf`` gadget's own stages
-(:func:`drone_gadgets.stages.pipeline`, after :func:`drone_gadgets.gadget.prepare`) — the same code
+(:func:`drone_gadgets.recon.stages.pipeline`, after :func:`drone_gadgets.recon.prepare.prepare`) — the same code
 as inside Gadgetron, not a copy.
 
 Per connection (one worker thread each, at most ``workers`` at once, ``queue`` more waiting, any
 further one refused at once with an ERROR saying the server is busy):
 
 1. messages before HEADER: CONFIG_FILE (a chain name) or CONFIG_TEXT (a chain's text) select the
-   gadget's settings (:mod:`drone_gadgets.chains`; none: ``drone_images``, the defaults); a TEXT
+   gadget's settings (:mod:`drone_gadgets.wire.chains`; none: ``drone_images``, the defaults); a TEXT
    holding a JSON object adds parameters (python-ismrmrd-server's "additional config");
 2. HEADER: the ISMRMRD header, checked against the estimator's schedule as in Gadgetron;
 3. data until CLOSE: images become maps as soon as a slice's fingerprint is complete;
    acquisitions and waveforms pass through unchanged, as in the gadget; TEXT is logged.
 
 Failures are isolated: whatever goes wrong with one connection (bad settings, a schedule mismatch,
-garbage bytes, an unknown message id, a size over :class:`~drone_gadgets.mrd.Limits`, a client
+garbage bytes, an unknown message id, a size over :class:`~drone_gadgets.wire.mrd.Limits`, a client
 silent for ``idle_timeout_s``, a client that disconnects) ends that connection — with a TEXT
 ``ERROR drone_mrf: <reason>`` and CLOSE where the client can still hear it — and the server goes on
 serving the others. Memory per connection is bounded by the limits (one message plus the frames of
@@ -68,11 +68,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .chains import DEFAULT_CHAIN, Chain, ChainCatalog, chain_from_text
-from .errors import GadgetFailed, PeerGoneError, ProtocolError, SettingsError, StreamError
-from .mrd import ConfigFile, ConfigText, Header, Limits, MessageReader, Text, encode, error_text, parameters_from_json
-from .protocol import RobustSocket, run_session
-from .settings import PROPERTIES, GadgetSettings, settings_from_properties
+from ..recon.errors import GadgetFailed, PeerGoneError, ProtocolError, SettingsError, StreamError
+from ..recon.settings import PROPERTIES, GadgetSettings, parse_property_args, settings_from_properties
+from ..wire.chains import DEFAULT_CHAIN, Chain, ChainCatalog, chain_from_text
+from ..wire.external import RobustSocket, run_session
+from ..wire.mrd import (ConfigFile, ConfigText, Header, Limits, MessageReader, Text, encode, error_text,
+                        parameters_from_json)
 
 __all__ = [
     "ServerOptions",
@@ -181,8 +182,8 @@ class EstimatorCache:
                 settings.frames_per_fingerprint)
 
     def get(self, settings: GadgetSettings) -> Any:
-        """The estimator of ``settings`` (see :func:`drone_gadgets.estimators.build_estimator`)."""
-        from .estimators import build_estimator
+        """The estimator of ``settings`` (see :func:`drone_gadgets.recon.estimators.build_estimator`)."""
+        from ..recon.estimators import build_estimator
 
         key = self.key(settings)
         with self._lock:
@@ -290,8 +291,8 @@ class _Session:
 
     def outputs(self) -> Iterator[Any]:
         """Read the preamble, prepare the estimator, then run the gadget's stages on the data."""
-        from .gadget import prepare
-        from .stages import pipeline
+        from ..recon.prepare import prepare
+        from ..recon.stages import pipeline
 
         reader = self.reader = MessageReader(self.sock.read, self.server.options.limits)
         messages = self.messages(reader)
@@ -419,7 +420,7 @@ class ReconServer:
         self.stats = ServerStats()
         self._server_props = {str(k): str(v) for k, v in self.options.properties.items()}
         defaults = settings_from_properties(dict(self._server_props))
-        from .b1maps import check_b1_support, open_b1_source
+        from ..recon.b1maps import check_b1_support, open_b1_source
 
         check_b1_support(defaults, self.estimators.get(defaults))  # fail fast, warm the cache
         open_b1_source(defaults)  # a bad B1 file fails at start too, not at the first scan
@@ -615,7 +616,7 @@ def _check_header(xml: bytes, settings: GadgetSettings) -> None:
     """Refuse a header that is not ISMRMRD XML (Gadgetron and gadgetron-python parse it first too),
     unless ``schedule_check`` is off (clients such as python-ismrmrd-server's send a placeholder
     text for files without a header)."""
-    from .loopback import check_header
+    from ..recon.header import check_header
 
     try:
         check_header(xml)
@@ -676,8 +677,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """:class:`ServerOptions` from parsed ``drone serve`` arguments."""
-    from .replay import parse_property_args
-
     properties = parse_property_args(args.properties, {"model": args.model, "estimator": args.estimator,
                                                        "device": args.device})
     limits = replace(Limits(), idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_time,
@@ -715,7 +714,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m drone_gadgets.server …`` (the same as ``drone serve``)."""
+    """``python -m drone_gadgets.apps.server …`` (the same as ``drone serve``)."""
     parser = argparse.ArgumentParser(prog="drone serve", description=__doc__.split("\n\n")[0].replace("``", ""))
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,7 +1,7 @@
 """B1 maps for the gadget: from ISMRMRD images or files, onto the frames' voxel grid, checked.
 
 Real scanners have an inhomogeneous transmit field B1⁺ (relative B1 ≈ 0.7–1.3 at 3 T); a site
-measures it in a separate short scan. With the property ``b1`` (:mod:`drone_gadgets.settings`) the
+measures it in a separate short scan. With the property ``b1`` (:mod:`drone_gadgets.recon.settings`) the
 gadget gives each voxel's relative B1 to an estimator that takes it
 (:func:`drone_core.reconstruct.accepts_b1`):
 
@@ -25,7 +25,7 @@ files the affine (RAS+, mm) is used. Interpolation is linear (``scipy.ndimage.ma
 order 1); a frame voxel within half a B1 voxel of the map's outer voxel centres takes the edge
 value. Frame voxels outside the B1 map's volume get NaN (no estimate there, never a made-up B1);
 when no frame voxel of the slice lies inside it — another slice position, beyond half the B1
-map's slice thickness, or no in-plane overlap — :class:`~drone_gadgets.errors.B1GeometryError`
+map's slice thickness, or no in-plane overlap — :class:`~drone_gadgets.recon.errors.B1GeometryError`
 names the slice and the distance. A map of the frames' matrix and geometry is used as it is.
 Images without geometry (no unit read/phase directions, or a zero field of view) are taken to
 cover the same field of view as the frames (with a warning).
@@ -329,7 +329,7 @@ def _load_nifti(path: Path, scale: float) -> B1Map:
 
 
 def _load_h5(path: Path, series_index: int, scale: float) -> dict[int, B1Map]:
-    from . import h5io
+    from ..files import h5io
 
     try:
         groups = h5io.image_groups(path)

@@ -12,7 +12,7 @@ selects is which *settings* it runs with:
   ``ImageFinishGadget``, which does nothing outside Gadgetron), the external node's own
   ``<configuration>`` of ``<property>`` elements, or JSON ``{"parameters": {name: value}}``.
 
-Property names and values are checked later, by :func:`drone_gadgets.settings.settings_from_properties`.
+Property names and values are checked later, by :func:`drone_gadgets.recon.settings.settings_from_properties`.
 
 A client that sends a chain's text sets properties in the text itself (:func:`apply_properties`, for
 ``drone send --config-file PATH --set NAME=VALUE``): that works with any server, Gadgetron included,
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .errors import SettingsError
+from ..recon.errors import SettingsError
+from ..recon.settings import parse_properties, xml_child, xml_local_name
 from .mrd import parameters_from_json
-from .settings import parse_properties, xml_child, xml_local_name
 
 __all__ = ["Chain", "ChainCatalog", "ChainError", "chain_from_text", "apply_properties", "DEFAULT_CHAIN",
            "NEUTRAL_GADGETS"]

@@ -29,7 +29,7 @@ and every size an ACQUISITION, IMAGE or WAVEFORM header implies is checked again
 ``ismrmrd.serialization.ProtocolDeserializer`` is not used for this: it allocates an image's or
 acquisition's arrays from the sizes in its header before reading the data, bounds no length, and
 reads ``DATATYPE_INT`` pixels as int64 (the wire has int32). It reads the server's replies on the
-client side (:mod:`drone_gadgets.client`), where the peer is trusted.
+client side (:mod:`drone_gadgets.apps.client`), where the peer is trusted.
 
 **Writing** (:func:`encode`) is done here, byte for byte as ismrmrd's ``ProtocolSerializer``
 writes (ismrmrd ≥ 1.15; a test compares them), with ismrmrd's own ``serialize_into`` for images,
@@ -53,8 +53,8 @@ from typing import Any, Callable, Iterator, Mapping
 import ismrmrd
 import numpy as np
 
-from .errors import ProtocolError
-from .protocol import read_image
+from ..recon.errors import ProtocolError
+from .external import read_image
 
 __all__ = [
     "MrdId",

@@ -13,6 +13,10 @@ ismrmrd version parsed (or failed to parse) the header. Its root element is chec
 ``ismrmrdHeader`` without looking at the root (1.14's, whose fields all have defaults, even
 ``<notAnIsmrmrdHeader/>``), so a document that is not an ISMRMRD header would otherwise pass for
 one without a schedule. Below the root, elements are matched by local name.
+
+:func:`check_header` is the check a header passes before any gadget sees it: an ``ismrmrdHeader``
+root that ``ismrmrd.xsd`` parses, as gadgetron-python requires (the loopback and ``drone serve``
+apply it to what they are given).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .errors import ScheduleMismatchError
 from .settings import xml_local_name
 
 __all__ = ["ISMRMRD_NAMESPACE", "SequenceParameters", "header_root", "sequence_parameters", "schedule_from_header",
-           "check_header_schedule"]
+           "check_header_schedule", "check_header"]
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +218,22 @@ def _refuse(message: str, mode: str) -> None:
     if mode == "strict":
         raise ScheduleMismatchError(message + " (property schedule_check=warn or off accepts it)")
     log.warning("%s; proceeding (schedule_check=warn)", message)
+
+
+def check_header(header: bytes | str) -> None:
+    """Raise ValueError unless ``header`` is an ISMRMRD header: XML whose root element is
+    ``ismrmrdHeader`` (:func:`header_root`, checked here: ismrmrd's parser does
+    not look at the root) that ``ismrmrd.xsd`` parses (gadgetron-python parses it so before the
+    handler runs, and a failure there only shows as a traceback)."""
+    import ismrmrd
+
+    text = header.decode("utf-8", errors="replace") if isinstance(header, bytes) else header
+    try:
+        header_root(header)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; the header begins {text[:200]!r}") from None
+    try:
+        ismrmrd.xsd.CreateFromDocument(header)
+    except Exception as exc:  # the xsd parser raises parser-specific types
+        raise ValueError(f"the ISMRMRD header does not parse ({type(exc).__name__}: {exc}); it begins "
+                         f"{text[:200]!r}") from None

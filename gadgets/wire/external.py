@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterable, Iterator
 import ismrmrd
 import numpy as np
 
-from .conversion import IMAGE_HEADER_SIZE
-from .errors import GadgetFailed, PeerGoneError, ProtocolError, StalledError, StreamError
+from ..recon.conversion import IMAGE_HEADER_SIZE
+from ..recon.errors import GadgetFailed, PeerGoneError, ProtocolError, StalledError, StreamError
 
 __all__ = [
     "MessageId",

@@ -1,7 +1,7 @@
 """PNG figures of T1/T2/M0 maps: one panel per map, with colour bars, one file per slice.
 
 Windows are fixed for T1 (0–3000 ms) and T2 (0–300 ms), the display windows the gadget writes
-into the maps' meta (:data:`drone_gadgets.stages.MAP_INFO`), so that slices and scans compare;
+into the maps' meta (:data:`drone_gadgets.recon.stages.MAP_INFO`), so that slices and scans compare;
 M0's is 0 … its 99th percentile over the foreground of all the slices drawn. Background (0) is
 drawn black. Matplotlib's object API with the Agg canvas is used (no pyplot state, no display
 needed, safe in threads).

@@ -16,7 +16,7 @@ same on ismrmrd 1.14 and 1.15 and on numpy 1.26 and 2: header records are copied
 by name (files whose compound type differs in order or padding are read too), complex data
 stored as ``{real, imag}`` is converted explicitly, images are built with the
 ``Image(head=…, data=…)`` constructor from exact-dtype C-ordered 4-D arrays (no copy needed inside
-ismrmrd, see :mod:`drone_gadgets.conversion`), and malformed meta attributes are dropped with a
+ismrmrd, see :mod:`drone_gadgets.recon.conversion`), and malformed meta attributes are dropped with a
 warning instead of failing the read. ``DATATYPE_INT`` images are returned with ``int64`` data
 (ismrmrd-python's dtype for that type; the wire and the file hold int32).
 

@@ -8,7 +8,7 @@ untouched. The stages work on plain lists as well as on a Gadgetron connection::
 
 0. :func:`b1_images` (``b1=stream`` only) — every ``ismrmrd.Image`` of series
    ``settings.b1_series_index`` is a B1 map, not a frame: it becomes a
-   :class:`~drone_gadgets.b1maps.B1Map` (slice from header ``slice``, pixels × ``b1_scale``).
+   :class:`~drone_gadgets.recon.b1maps.B1Map` (slice from header ``slice``, pixels × ``b1_scale``).
 1. :func:`frames` — every ``ismrmrd.Image`` (float, integer or complex; magnitude taken) and
    every frame of a Gadgetron ``ImageArray`` becomes a :class:`Frame`: slice (header ``slice``),
    position in the fingerprint (header counter ``settings.frame_counter``, default
@@ -20,7 +20,7 @@ untouched. The stages work on plain lists as well as on a Gadgetron connection::
    still missing frames raise :class:`IncompleteFingerprintError` listing what is missing (their
    partial frames are never turned into maps).
 2b. :func:`with_b1` (``b1=stream`` or ``b1=file:``) — gives each trajectory its B1 map resampled
-   onto the frames' grid (:func:`drone_gadgets.b1maps.b1_on_frames`). With ``stream``, B1 maps and
+   onto the frames' grid (:func:`drone_gadgets.recon.b1maps.b1_on_frames`). With ``stream``, B1 maps and
    complete trajectories may come in either order: whichever comes first waits for the other. A
    second B1 map for a slice is refused (:class:`DuplicateB1Error`), a B1 map that does not overlap
    its slice's frames too (:class:`B1GeometryError`, at the message completing the pair); at the end
@@ -157,7 +157,8 @@ def _counter_text(counter: str, index: int, slice_: int) -> str:
 
 
 def b1_images(items: Iterable[Any], *, series_index: int, scale: float) -> Iterator[Any]:
-    """Stage 0 (``b1=stream``): ``ismrmrd.Image`` of series ``series_index`` → :class:`~drone_gadgets.b1maps.B1Map`.
+    """Stage 0 (``b1=stream``): ``ismrmrd.Image`` of series ``series_index`` →
+    :class:`~drone_gadgets.recon.b1maps.B1Map`.
 
     Args:
         items: messages.
@@ -340,9 +341,9 @@ def with_b1(items: Iterable[Any], *, source: B1File | None = None, series_index:
     """Stage 2b: each :class:`Trajectory` gets its slice's B1 map on the frames' grid (others pass through).
 
     With ``source`` None (``b1=stream``) the B1 maps come in the input as
-    :class:`~drone_gadgets.b1maps.B1Map` items (from :func:`b1_images`), before or after the slice's
+    :class:`~drone_gadgets.recon.b1maps.B1Map` items (from :func:`b1_images`), before or after the slice's
     frames: a complete trajectory waits for its B1 map and a B1 map for its trajectory. With a
-    :class:`~drone_gadgets.b1maps.B1File` (``b1=file:``) each trajectory takes its map from the file.
+    :class:`~drone_gadgets.recon.b1maps.B1File` (``b1=file:``) each trajectory takes its map from the file.
 
     Args:
         items: output of :func:`trajectories` (with :class:`B1Map` items for ``b1=stream``).
@@ -470,7 +471,7 @@ def _finite_span(values: np.ndarray) -> tuple[float, float]:
 
 def settings_meta(settings: GadgetSettings) -> str:
     """The ``DRONE_Settings`` meta value: every property the gadget ran with, as compact JSON
-    ``{"model": "default", …, "maps": "t1,t2,m0", …}`` (:func:`~drone_gadgets.settings.settings_to_properties`).
+    ``{"model": "default", …, "maps": "t1,t2,m0", …}`` (:func:`~drone_gadgets.recon.settings.settings_to_properties`).
     A client reads it to check that the settings it asked for were applied (``drone send --set``)."""
     return json.dumps(settings_to_properties(settings), separators=(",", ":"))
 
@@ -536,7 +537,7 @@ def images(items: Iterable[Any], *, maps_to_emit: tuple[str, ...] = DEFAULT_MAPS
 
     Args:
         items: output of :func:`maps`.
-        maps_to_emit: which maps, in order (subset of :data:`~drone_gadgets.settings.MAP_NAMES`, and ``"b1"``
+        maps_to_emit: which maps, in order (subset of :data:`~drone_gadgets.recon.settings.MAP_NAMES`, and ``"b1"``
             when the estimator estimates B1; the optional maps must have been computed by :func:`maps`).
         series_index: ``image_series_index`` per map name (default 100, 101, 102; ``b1`` 104; ``t1_sd``,
             ``t2_sd``, ``fit`` 105, 106, 107).

@@ -1,6 +1,6 @@
 """``drone send IN.h5 OUT.h5``: send a file's frames to a reconstruction server, write the maps it returns.
 
-The client side of the MRD streaming protocol (:mod:`drone_gadgets.mrd`), for ``drone serve``
+The client side of the MRD streaming protocol (:mod:`drone_gadgets.wire.mrd`), for ``drone serve``
 and any server that speaks it (Gadgetron's own server with an images chain, python-ismrmrd-server):
 it connects, sends CONFIG_FILE (``--config NAME``) or CONFIG_TEXT (``--config-file PATH``), the
 file's ISMRMRD header, the images and CLOSE, and reads the replies at the same time on a second
@@ -19,7 +19,7 @@ Properties (``--set NAME=VALUE``) are never silently dropped:
 
 * with ``--config-file PATH`` the client writes them into the chain's text itself, in the
   ``<configuration>`` of the ``<external>`` node that runs the gadget
-  (:func:`drone_gadgets.chains.apply_properties`), so they work with any server, Gadgetron included;
+  (:func:`drone_gadgets.wire.chains.apply_properties`), so they work with any server, Gadgetron included;
 * with ``--config NAME`` (a chain the client cannot see) they are sent as a TEXT of JSON parameters
   after the header (python-ismrmrd-server's convention, which ``drone serve`` applies). Gadgetron only
   logs that TEXT, so the client checks the settings each map image reports (meta ``DRONE_Settings``)
@@ -27,13 +27,14 @@ Properties (``--set NAME=VALUE``) are never silently dropped:
 
 Raw data: a file whose group holds acquisitions (``/<group>/data``, e.g. ``drone simulate-scan --raw``
 or a scanner's raw data converted to ISMRMRD) and no image frames is sent as ACQUISITION messages
-(:class:`RawInput`), for a chain that reconstructs them first — ``xml_configs/drone_grappa_epi.xml``:
+(:class:`~drone_gadgets.apps.inputs.RawInput`), for a chain that reconstructs them first —
+``xml_configs/drone_grappa_epi.xml``:
 ``drone send raw.h5 maps.h5 --config-file xml_configs/drone_grappa_epi.xml``. Unlike Gadgetron's own
 ``gadgetron_ismrmrd_client`` (which exits 0 whatever the chain did), a failure of the chain ends the
 run with the server's message and a non-zero exit.
 
 Failures: a TEXT reporting an error (``ERROR …``, or Gadgetron's ``[<location>] ERROR: …``,
-:func:`drone_gadgets.mrd.is_error_text`) fails the run with the server's message
+:func:`drone_gadgets.wire.mrd.is_error_text`) fails the run with the server's message
 (:class:`ServerError`); so does a CLOSE without any image for the frames sent, or a connection that
 ends without CLOSE (:class:`SendError`). Nothing is written then.
 """
@@ -49,13 +50,13 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from dataclasses import dataclass
+from ..recon.errors import SettingsError
+from ..recon.settings import PROPERTIES, GadgetSettings, parse_property_args, settings_from_properties
+from .inputs import RawInput, open_input, open_raw_input
+from .outputs import write_outputs
+from .replay import ReplayResult, progress_bar
 
-from .replay import ReplayResult, open_input, parse_property_args, progress_bar, write_outputs
-from .errors import SettingsError
-from .settings import PROPERTIES, GadgetSettings, settings_from_properties
-
-__all__ = ["RawInput", "open_raw_input", "ServerError", "SendError", "SettingsNotApplied", "send", "add_arguments",
+__all__ = ["ServerError", "SendError", "SettingsNotApplied", "send", "add_arguments",
            "run", "main", "DEFAULT_CONFIG"]
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class _Receiver(threading.Thread):
     def run(self) -> None:
         import ismrmrd
 
-        from .mrd import error_message, is_error_text, serialization
+        from ..wire.mrd import error_message, is_error_text, serialization
 
         stream = self.sock.makefile("rb")
         try:
@@ -199,7 +200,7 @@ def _stream_settings(properties: Mapping[str, str], config_text: str | None) -> 
     properties under the ``--set`` ones (a chain the server has by name is not visible here)."""
     merged = dict(properties)
     if config_text is not None:
-        from .chains import chain_from_text
+        from ..wire.chains import chain_from_text
 
         try:
             merged = {**chain_from_text(config_text).properties, **properties}
@@ -207,67 +208,6 @@ def _stream_settings(properties: Mapping[str, str], config_text: str | None) -> 
         except SettingsError as exc:  # the server will say what is wrong with it
             log.debug("the chain text does not parse here (%s); using the --set properties", exc)
     return settings_from_properties(dict(properties))
-
-
-@dataclass
-class RawInput:
-    """The raw acquisitions of an input file, ready to stream (what :func:`open_raw_input` found).
-
-    Attributes:
-        path: the file; group: its group with the acquisitions; n_frames: acquisitions (the count the
-            progress bar and the summary use); header: the ISMRMRD XML header (``/<group>/xml``).
-    """
-
-    path: Path
-    group: str
-    n_frames: int
-    header: bytes
-    n_b1: int = 0
-
-    def images(self) -> Any:
-        """The acquisitions, read lazily in file order."""
-        from .h5io import iter_acquisitions
-
-        return iter_acquisitions(self.path, self.group)
-
-
-def open_raw_input(in_path: str | Path, out_path: str | Path, group: str | None = None, *, png_dir: Any = None,
-                   nifti_dir: Any = None) -> RawInput | None:
-    """The raw acquisitions to send, or None when the input holds image frames (sent as images).
-
-    Raw means: ``group`` (or, without it, the file's only group with acquisitions) holds acquisitions and
-    no image var other than DRONE maps — B1 maps, which the raw chain cannot take (give them to the gadget
-    with ``b1=file:``).
-
-    Raises:
-        the path errors of :func:`drone_gadgets.replay.check_paths`; ValueError: a raw group without its
-        ISMRMRD header (a reconstruction chain needs the encoding); H5FormatError: several groups hold
-        acquisitions and no ``group`` was given.
-    """
-    from . import h5io
-    from .replay import _holds_maps_only, check_paths
-
-    src, _ = check_paths(in_path, out_path, png_dir=png_dir, nifti_dir=nifti_dir)
-    raw = h5io.acquisition_groups(src)
-    if group is not None:
-        if group not in raw:
-            return None
-        chosen = group
-    else:
-        if not raw:
-            return None
-        if len(raw) > 1:
-            raise h5io.H5FormatError(f"{str(src)!r} has acquisitions in several groups ({', '.join(raw)}); choose "
-                                     f"one with --group")
-        chosen = next(iter(raw))
-    names = [v.name for v in h5io.list_image_vars(src, chosen)]
-    if names and not _holds_maps_only(src, chosen, names):
-        return None
-    header = h5io.read_xml_header(src, chosen)
-    if header is None:
-        raise ValueError(f"/{chosen}/xml of {str(src)!r} is missing: raw data needs its ISMRMRD header (the encoding "
-                         f"the reconstruction reads)")
-    return RawInput(src, chosen, raw[chosen], header)
 
 
 def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", port: int = 9002,
@@ -280,7 +220,7 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
 
     Args:
         in_path, out_path, group, variables, out_group, png_dir, nifti_dir, progress: as in
-            :func:`drone_gadgets.replay.replay`.
+            :func:`drone_gadgets.apps.replay.replay`.
         host, port: the server.
         config: the chain's name (CONFIG_FILE); ignored when ``config_text`` is given.
         config_text: a chain's text (CONFIG_TEXT).
@@ -290,19 +230,19 @@ def send(in_path: str | Path, out_path: str | Path, *, host: str = "localhost", 
         timeout_s: fail when the server sends nothing for this long after the input was sent.
 
     Returns:
-        a :class:`~drone_gadgets.replay.ReplayResult` (``gadget_seconds``: the connection's lifetime;
+        a :class:`~drone_gadgets.apps.replay.ReplayResult` (``gadget_seconds``: the connection's lifetime;
         ``gadget_log``: the server's TEXT messages).
 
     Raises:
         ServerError: the server reported an error; SettingsNotApplied: the server did not apply
         ``settings`` sent as JSON parameters; SendError: the exchange failed otherwise (also: no image
         came back for the frames sent); ChainError: ``settings`` cannot be written into ``config_text``;
-        the input errors of :func:`drone_gadgets.replay.open_input`.
+        the input errors of :func:`drone_gadgets.apps.inputs.open_input`.
     """
     import json
 
-    from .chains import apply_properties
-    from .mrd import ConfigFile, ConfigText, Header, Text, encode
+    from ..wire.chains import apply_properties
+    from ..wire.mrd import ConfigFile, ConfigText, Header, Text, encode
 
     t0 = time.perf_counter()
     properties = {str(k): str(v) for k, v in (settings or {}).items()}
@@ -428,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m drone_gadgets.client IN.h5 OUT.h5 …`` (the same as ``drone send``)."""
+    """``python -m drone_gadgets.apps.client IN.h5 OUT.h5 …`` (the same as ``drone send``)."""
     parser = argparse.ArgumentParser(prog="drone send", description=__doc__.split("\n\n")[0].replace("``", ""))
     add_arguments(parser)
     args = parser.parse_args(argv)
