@@ -402,10 +402,10 @@ def test_each_failure_ends_the_client_with_the_gadgets_message_and_the_server_go
 def test_killing_the_gadgets_process_mid_scan_fails_the_client_at_once(
         gadgetron_server: GadgetronServer, scans, replayed, tmp_path: Path, monkeypatch) -> None:
     """The client sends 5 frames, then waits; the test kills the gadget's process (-9), then lets it go on."""
-    from drone_gadgets.apps import replay
+    from drone_gadgets.apps.inputs import InputScan
 
     go = threading.Event()
-    stream = replay.InputScan.images
+    stream = InputScan.images
 
     def slow_images(self: Any) -> Any:
         for i, image in enumerate(stream(self)):
@@ -413,7 +413,7 @@ def test_killing_the_gadgets_process_mid_scan_fails_the_client_at_once(
                 go.wait(60)
             yield image
 
-    monkeypatch.setattr(replay.InputScan, "images", slow_images)
+    monkeypatch.setattr(InputScan, "images", slow_images)
     result: dict[str, Any] = {}
     out = tmp_path / "killed.h5"
     thread = threading.Thread(target=lambda: result.update(zip(("rc", "err", "s"), _send(

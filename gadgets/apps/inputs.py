@@ -251,9 +251,7 @@ class RawInput:
 
     def images(self) -> Any:
         """The acquisitions, read lazily in file order."""
-        from ..files.h5io import iter_acquisitions
-
-        return iter_acquisitions(self.path, self.group)
+        return stream_module("h5io").iter_acquisitions(self.path, self.group)
 
 
 def open_raw_input(in_path: str | Path, out_path: str | Path, group: str | None = None, *, png_dir: Any = None,

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..recon.conversion import make_image
 from .layout import B1_PERCENT, B1_SERIES_INDEX, B1_VAR, open_for_reading
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +58,8 @@ def b1_map_images(b1: np.ndarray, geometry: Any) -> list["ismrmrd.Image"]:
         b1: relative B1 ``(z, y, x)``.
         geometry: ``slice → ismrmrd.ImageHeader`` with the slice's geometry.
     """
+    from ..recon.conversion import make_image
+
     images = []
     for s in range(b1.shape[0]):
         meta = {"DRONE_Map": "B1", "Units": "percent", "DataRole": "Quantitative",

@@ -26,7 +26,6 @@ import numpy as np
 
 from drone_core.schedule import Schedule
 
-from ..recon.conversion import make_image
 from .b1 import b1_array, b1_map_images
 from .layout import (B1_SERIES_INDEX, B1_VAR, FRAME_SERIES_INDEX, FRAMES_VAR, header_xml, open_for_reading,
                      slice_geometry)
@@ -113,6 +112,8 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
         a :class:`ScanInfo`.
     """
     import ismrmrd
+
+    from ..recon.conversion import make_image
 
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule: expected drone_core.schedule.Schedule, got {type(schedule).__name__}")

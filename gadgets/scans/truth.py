@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..recon.conversion import make_image
 from .layout import TRUTH_SERIES, TRUTH_SUFFIX, open_for_reading
 
 __all__ = ["truth_arrays", "write_truth", "read_truth"]
@@ -54,6 +53,8 @@ def write_truth(path: str | os.PathLike[str], group: str, xml: bytes | str, trut
     if not truth_maps:
         return
     import ismrmrd
+
+    from ..recon.conversion import make_image
 
     table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
     with closing(ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True)) as ds:

@@ -41,7 +41,9 @@ from ..recon.conversion import IMAGE_HEADER_SIZE
 from ..recon.errors import GadgetFailed, PeerGoneError, ProtocolError, StalledError, StreamError
 
 __all__ = [
+    "MAX_ATTRIBUTE_BYTES",
     "MessageId",
+    "WIRE_DTYPES",
     "RobustSocket",
     "adopt",
     "messages",
@@ -62,7 +64,7 @@ _U64 = struct.Struct("<Q")
 #: the ERROR before the connection closes; ends earlier when Gadgetron closes its side.
 DRAIN_SECONDS = 3.0
 #: Bounds on sizes read from the stream (a corrupt length must not allocate terabytes).
-_MAX_ATTRIBUTE_BYTES = 1 << 28
+MAX_ATTRIBUTE_BYTES = 1 << 28
 _MAX_IMAGE_BYTES = 1 << 34
 
 
@@ -82,7 +84,8 @@ class MessageId:
     BUCKET = 1050
 
 
-_WIRE_DTYPES: dict[int, np.dtype] = {
+#: ISMRMRD ``data_type`` → the pixels' dtype on the wire (little endian).
+WIRE_DTYPES: dict[int, np.dtype] = {
     1: np.dtype("<u2"),  # USHORT
     2: np.dtype("<i2"),  # SHORT
     3: np.dtype("<u4"),  # UINT
@@ -215,7 +218,7 @@ def _read_u16(source: Any) -> int:
     return _U16.unpack(source.read(2))[0]
 
 
-def read_image(source: Any, *, max_attribute_bytes: int = _MAX_ATTRIBUTE_BYTES,
+def read_image(source: Any, *, max_attribute_bytes: int = MAX_ATTRIBUTE_BYTES,
                max_image_bytes: int = _MAX_IMAGE_BYTES) -> ismrmrd.Image:
     """Read an IMAGE message body (after its id) from ``source`` (anything with ``read(n)``).
 
@@ -233,10 +236,10 @@ def read_image(source: Any, *, max_attribute_bytes: int = _MAX_ATTRIBUTE_BYTES,
         raise ProtocolError(f"image meta attributes of {attr_len} bytes declared (limit {max_attribute_bytes}): "
                             f"refused")
     attributes = source.read(attr_len).rstrip(b"\x00").decode("utf-8", errors="replace")
-    dtype = _WIRE_DTYPES.get(int(header.data_type))
+    dtype = WIRE_DTYPES.get(int(header.data_type))
     if dtype is None:
         raise ProtocolError(f"image with unknown data_type {header.data_type}; expected one of "
-                            f"{sorted(_WIRE_DTYPES)} (ISMRMRD data types)")
+                            f"{sorted(WIRE_DTYPES)} (ISMRMRD data types)")
     x, y, z = (int(v) for v in header.matrix_size)
     channels = int(header.channels)
     count = channels * x * y * z

@@ -47,7 +47,7 @@ import ismrmrd
 import numpy as np
 
 from ..recon.header import check_header
-from .external import _MAX_ATTRIBUTE_BYTES, _WIRE_DTYPES, read_image
+from .external import MAX_ATTRIBUTE_BYTES, WIRE_DTYPES, read_image
 
 __all__ = [
     "CONFIG", "HEADER", "CLOSE", "ERROR", "IMAGE", "IMAGE_ARRAY", "WAVEFORM", "ACQUISITION",
@@ -176,9 +176,9 @@ def raw_image_message(header: ismrmrd.ImageHeader, data: np.ndarray, attributes:
     ``(channels, z, y, x)``; the pixels are written in the header's wire type (so ``DATATYPE_INT``
     images are written as int32, which ismrmrd-python's own serialiser gets wrong).
     """
-    dtype = _WIRE_DTYPES.get(int(header.data_type))
+    dtype = WIRE_DTYPES.get(int(header.data_type))
     if dtype is None:
-        raise ValueError(f"header.data_type: expected one of {sorted(_WIRE_DTYPES)}, got {header.data_type}")
+        raise ValueError(f"header.data_type: expected one of {sorted(WIRE_DTYPES)}, got {header.data_type}")
     pixels = np.ascontiguousarray(data, dtype=dtype)
     expected = (int(header.channels), int(header.matrix_size[2]), int(header.matrix_size[1]),
                 int(header.matrix_size[0]))
@@ -443,7 +443,7 @@ class Loopback:
             return CLOSE, None
         if mid == ERROR:
             (n,) = _U64.unpack(src(8))
-            if n > _MAX_ATTRIBUTE_BYTES:
+            if n > MAX_ATTRIBUTE_BYTES:
                 raise ValueError(f"ERROR message of {n} bytes")
             return ERROR, src(n).decode("utf-8", errors="replace")
         if mid == IMAGE:
