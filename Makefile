@@ -30,7 +30,7 @@ $(PY):
 $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,train,gadgets,replay,serve]"
+	$(PY) -m pip install --quiet -e ".[test,train,gadgets,replay,serve,scanner]"
 	touch $(STAMP)
 
 $(COMPAT_PY):
@@ -43,7 +43,7 @@ $(COMPAT_STAMP): setup.cfg pyproject.toml $(COMPAT_CONSTRAINTS) | $(COMPAT_PY)
 	  reqs = [r.strip() for r in c['options.extras_require']['test'].splitlines()]; \
 	  print('\n'.join(r for r in reqs if r and not r.startswith('torchsim')))" > $(COMPAT_VENV)/test-requirements.txt
 	$(COMPAT_PY) -m pip install --quiet -c $(COMPAT_CONSTRAINTS) -r $(COMPAT_VENV)/test-requirements.txt \
-	  -e ".[train,gadgets,replay,serve]"
+	  -e ".[train,gadgets,replay,serve,scanner]"
 	touch $(COMPAT_STAMP)
 
 install: $(STAMP)

@@ -5,6 +5,7 @@
     drone design-schedule --out S.json            # CRB-optimal schedule design (--b1-cost W: B1 estimated)
     drone train --out runs/x                      # train a network (paper defaults)
     drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5 (--b1 3t: with a B1 map)
+    drone sequence mrf.seq                        # the EPI-MRF sequence as a Pulseq file, for a scanner
     drone replay scan.h5 maps.h5 --png figs       # stream it through the gadget as Gadgetron would
     drone serve --port 9002                       # a standing server for ISMRMRD stream clients
     drone send scan.h5 maps.h5 --port 9002        # its client
@@ -113,6 +114,12 @@ def _cmd_simulate_scan(args: argparse.Namespace) -> int:
     return simulate_scan.run(args)
 
 
+def _cmd_sequence(args: argparse.Namespace) -> int:
+    from drone_cli import sequence
+
+    return sequence.run(args)
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from drone_gadgets.apps import replay
 
@@ -201,8 +208,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The subcommands, in the order of ``drone --help``.
-COMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "replay", "serve", "send", "experiments",
-            "compare", "demo")
+COMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "sequence", "replay", "serve", "send",
+            "experiments", "compare", "demo")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -282,6 +289,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_scan_arguments(ss)
     ss.set_defaults(func=_cmd_simulate_scan)
+
+    sq = sub.add_parser("sequence", help="write the EPI-MRF sequence of a schedule as a Pulseq file (.seq)",
+                        description="The sequence the signal model describes (adiabatic inversion, TI, the schedule's "
+                                    "slice-selective pulse, single-shot GRAPPA EPI with navigators, rewinders and one "
+                                    "constant spoiler per TR, an ACS reference), checked against the gradient system; "
+                                    "a schedule it cannot run is refused with the minimum TE/TR/TI it needs.")
+    if wanted("sequence"):
+        from drone_cli.sequence import add_arguments as add_sequence_arguments
+
+        add_sequence_arguments(sq)
+    sq.set_defaults(func=_cmd_sequence)
 
     r = sub.add_parser("replay", help="replay an ISMRMRD .h5 through the drone_mrf gadget as Gadgetron runs it",
                        description="Stream IN.h5's image frames through `python -m gadgetron … drone_gadgets.gadget "

@@ -43,6 +43,7 @@ __all__ = [
     "encode_lines",
     "undersampled_lines",
     "calibration_lines",
+    "calibration_line_count",
 ]
 
 
@@ -237,3 +238,10 @@ def calibration_lines(ny: int, n_lines: int) -> np.ndarray:
         raise ValueError(f"n_lines: expected 1 … {ny} calibration lines, got {n_lines!r}")
     start = int(ny) // 2 - n // 2
     return np.arange(start, start + n)
+
+
+def calibration_line_count(acceleration: int, requested: int | None = None) -> int:
+    """ACS lines of an accelerated acquisition: ``requested``, or 12·R by default; none at R = 1."""
+    if int(acceleration) == 1:
+        return 0
+    return int(requested) if requested is not None else 12 * int(acceleration)

@@ -80,8 +80,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from drone_core.encoding.coils import coil_sensitivities, correlated_noise, noise_covariance
-from drone_core.encoding.epi import (EpiGhost, EpiReadout, calibration_lines, encode_lines, phase_encode,
-                                     undersampled_lines)
+from drone_core.encoding.epi import (EpiGhost, EpiReadout, calibration_line_count, calibration_lines, encode_lines,
+                                     phase_encode, undersampled_lines)
 from drone_core.schedule import Schedule
 
 from ..recon.header import ISMRMRD_NAMESPACE
@@ -169,10 +169,8 @@ class RawProtocol:
 
     @property
     def n_calibration(self) -> int:
-        """ACS lines actually acquired (0 at R = 1)."""
-        if self.acceleration == 1:
-            return 0
-        return int(self.calibration_lines) if self.calibration_lines is not None else 12 * int(self.acceleration)
+        """ACS lines acquired (0 at R = 1; default 12·R)."""
+        return calibration_line_count(self.acceleration, self.calibration_lines)
 
     def readout(self, nx: int) -> EpiReadout:
         """The readout lobe for ``nx`` pixels."""
