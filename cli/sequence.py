@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--navigators", type=int, default=3, help="phase-correction navigators per train (odd)")
     parser.add_argument("--oversampling", type=int, default=2, help="readout samples per pixel (default 2)")
     parser.add_argument("--rf-duration", type=float, default=2.0, metavar="MS", help="excitation pulse, ms")
+    parser.add_argument("--inversion", choices=("adiabatic", "hard"), default="adiabatic",
+                        help="adiabatic (hyperbolic secant, B1-insensitive; default) or hard (a 1 ms 180° block "
+                             "pulse, non-selective, one slice: for simulators that play RF as one rotation)")
     parser.add_argument("--spoiler-cycles", type=float, default=8.0,
                         help="z spoiler moment per TR, cycles across the slice thickness (default 8)")
     parser.add_argument("--noise-lines", type=int, default=32, help="noise-scan readouts (0: none)")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                               slice_thickness_mm=args.slice_thickness, n_slices=args.slices,
                               slice_spacing_mm=args.slice_spacing, acceleration=args.acceleration,
                               calibration_lines=args.acs_lines, n_navigators=args.navigators,
-                              oversampling=args.oversampling, rf_duration_ms=args.rf_duration,
+                              oversampling=args.oversampling, rf_duration_ms=args.rf_duration, inversion=args.inversion,
                               spoiler_cycles=args.spoiler_cycles, noise_lines=args.noise_lines, system=system)
     try:
         import pypulseq  # noqa: F401

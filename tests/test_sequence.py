@@ -199,3 +199,17 @@ def test_drone_sequence_command(tmp_path, capsys) -> None:
     assert "exists (--force replaces it)" in capsys.readouterr().err
     assert main(["sequence", str(out), "--force", "--max-slew", "60"]) == 2
     assert "TE 23 ms is shorter than this readout allows" in capsys.readouterr().err
+
+
+def test_the_hard_inversion_is_a_180_degree_rotation() -> None:
+    """`inversion="hard"` (for simulators that play RF as one rotation): a 180° block pulse, TI still exact;
+    refused with several slices (it is not selective)."""
+    schedule = Schedule.from_dict({**default_schedule().to_dict(), "flip_angle_deg": [30.0] * 3, "tr_ms": [50.0] * 3})
+    seq, _ = build_sequence(schedule, EpiMrfProtocol(matrix=(16, 16), acceleration=1, noise_lines=0,
+                                                     inversion="hard"))
+    readback = read_sequence(seq)
+    inversion = readback.pulses[0]
+    assert inversion.use == "inversion" and inversion.flip_deg == pytest.approx(180.0, abs=FLIP_TOL_DEG)
+    assert readback.frames()[0].ti_ms == pytest.approx(schedule.ti_ms, abs=TI_TOL_MS)
+    with pytest.raises(ValueError, match="inversion: 'hard' is non-selective"):
+        EpiMrfProtocol(n_slices=2, inversion="hard")

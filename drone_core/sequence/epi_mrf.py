@@ -69,6 +69,8 @@ SEQUENCE_NAME = "drone_epi_mrf"
 #: The Pulseq labels every ADC carries.
 LABELS = ("LIN", "SLC", "REP", "NAV", "REV", "REF", "NOISE")
 _APODIZATION = {"hann": 0.5, "hamming": 0.46, "none": 0.0}
+#: Duration of the hard (block) 180° inversion, s.
+_HARD_INVERSION_S = 1e-3
 
 
 class TimingError(ValueError):
@@ -90,6 +92,9 @@ class EpiMrfProtocol:
         n_navigators: phase-correction navigators per train (odd: +, −, +).
         oversampling: readout samples per pixel on the flat top.
         rf_duration_ms: the excitation pulse's duration, ms.
+        inversion: ``"adiabatic"`` (a hyperbolic secant: B1-insensitive, the default) or ``"hard"`` (a 1 ms 180°
+            block pulse, non-selective: exactly the model's instantaneous inversion for a simulator that plays
+            each RF pulse as one rotation, such as MRzero; its efficiency falls with B1 as −cos(π·B1)).
         inversion_duration_ms: the adiabatic inversion's duration, ms.
         inversion_slab: slab of a slice-selective inversion, in slice thicknesses (several slices).
         spoiler_cycles: the constant z moment per TR, cycles of phase across the slice thickness.
@@ -108,6 +113,7 @@ class EpiMrfProtocol:
     n_navigators: int = 3
     oversampling: int = 2
     rf_duration_ms: float = 2.0
+    inversion: str = "adiabatic"
     inversion_duration_ms: float = 10.0
     inversion_slab: float = 3.0
     spoiler_cycles: float = 8.0
@@ -150,6 +156,11 @@ class EpiMrfProtocol:
             if self.calibration_lines > self.matrix[0]:
                 raise ValueError(f"calibration_lines: expected at most ny = {self.matrix[0]}, got "
                                  f"{self.calibration_lines}")
+        if self.inversion not in ("adiabatic", "hard"):
+            raise ValueError(f"inversion: expected 'adiabatic' or 'hard', got {self.inversion!r}")
+        if self.inversion == "hard" and self.n_slices > 1:
+            raise ValueError("inversion: 'hard' is non-selective; several slices need the slice-selective adiabatic "
+                             "inversion")
         if self.inversion_slab < 1:
             raise ValueError(f"inversion_slab: expected ≥ 1 slice thickness, got {self.inversion_slab!r}")
         if self.acs_flip_deg > 180:
@@ -290,19 +301,28 @@ class _Builder:
             ramp = blip
         # the sampled area (window clear of the blips, `blip` at each end) must be nx·Δk
         flat = max(0.0, _ceil(self.nx * self.dkx / g - ramp + blip ** 2 / ramp, gr))
-        if round((2 * ramp + flat) / gr) % 2:  # an even lobe in rasters: TE lands on the raster
-            flat += gr
-        lobe = 2 * ramp + flat
-        # an even sample count whose window centres on the lobe with its start on the RF raster (Pulseq's
-        # timing check wants ADC delays there): n·dwell a multiple of 2 RF rasters
-        n = 2 * int(math.floor((lobe - 2 * blip) / (2 * dwell) + 1e-9))
-        while n > 2 and abs(n * dwell / (2 * s.rf_raster_time) - round(n * dwell / (2 * s.rf_raster_time))) > 1e-6:
-            n -= 2
-        delay = _round(0.5 * (lobe - n * dwell), s.rf_raster_time)
-        sampled = (flat + ramp) - (delay ** 2 / ramp if delay < ramp else 2 * delay - ramp)
-        amplitude = self.nx * self.dkx / sampled
-        if amplitude > g_max * (1 + 1e-9):  # pragma: no cover - the design keeps below the limit
-            raise TimingError(f"the readout needs {amplitude / s.gamma * 1e3:.1f} mT/m, above the system's limit")
+        for _ in range(1000):
+            if round((2 * ramp + flat) / gr) % 2:  # an even lobe in rasters: TE lands on the raster
+                flat += gr
+            lobe = 2 * ramp + flat
+            # an even sample count whose window centres on the lobe with its start on the RF raster (Pulseq's
+            # timing check wants ADC delays there): n·dwell a multiple of 2 RF rasters
+            n = 2 * int(math.floor((lobe - 2 * blip) / (2 * dwell) + 1e-9))
+            while n > 2 and abs(n * dwell / (2 * s.rf_raster_time)
+                                - round(n * dwell / (2 * s.rf_raster_time))) > 1e-6:
+                n -= 2
+            delay = _round(0.5 * (lobe - n * dwell), s.rf_raster_time)
+            sampled = (flat + ramp) - (delay ** 2 / ramp if delay < ramp else 2 * delay - ramp)
+            amplitude = self.nx * self.dkx / sampled
+            # the rounding of the window may ask a little more amplitude than designed: keep within the limits
+            if amplitude > g_max * (1 - 1e-6):
+                flat += gr
+            elif amplitude / ramp > slew * (1 - 1e-6):
+                ramp += gr
+            else:
+                break
+        else:  # pragma: no cover - the loop lengthens the lobe until it fits
+            raise TimingError("no readout lobe fits the gradient system")
         return ReadoutDesign(ramp * 1e6, flat * 1e6, ramp * 1e6, amplitude, n, round(dwell * 1e6, 4),
                              round(delay * 1e6, 4), 2 * blip * 1e6)
 
@@ -468,11 +488,16 @@ def build_sequence(schedule: Schedule, protocol: EpiMrfProtocol | None = None) -
         inv, gz_inv, _ = pp.make_adiabatic_pulse("hypsec", slice_thickness=protocol.slab_mm * 1e-3, return_gz=True,
                                                  **inv_kwargs)
         inv_events: tuple[Any, ...] = (inv, gz_inv)
+    elif protocol.inversion == "hard":
+        inv = pp.make_block_pulse(math.pi, duration=_HARD_INVERSION_S, system=b.system, use="inversion",
+                                  delay=b.system.rf_dead_time)
+        inv_events = (inv,)
     else:
         inv = pp.make_adiabatic_pulse("hypsec", **inv_kwargs)
         inv_events = (inv,)
     inv_block = b.duration(*inv_events)
-    inv_centre = inv.delay + 0.5 * protocol.inversion_duration_ms * 1e-3  # the symmetric pulse's centre
+    duration = _HARD_INVERSION_S if protocol.inversion == "hard" else protocol.inversion_duration_ms * 1e-3
+    inv_centre = inv.delay + 0.5 * duration  # the symmetric pulse's centre
     crusher = (pp.make_trapezoid("z", area=4 * protocol.spoiler_cycles / b.thickness, system=b.system),
                pp.make_trapezoid("x", area=4 * protocol.spoiler_cycles / b.thickness, system=b.system))
     d_crusher = b.duration(*crusher)
@@ -480,8 +505,7 @@ def build_sequence(schedule: Schedule, protocol: EpiMrfProtocol | None = None) -
     ti = _round(schedule.ti_ms * 1e-3, raster / 2)
     if ti < ti_min - 1e-9:
         raise TimingError(f"TI {schedule.ti_ms:g} ms is shorter than the inversion allows: at least "
-                          f"{ti_min * 1e3:.2f} ms (a {protocol.inversion_duration_ms:g} ms adiabatic pulse and its "
-                          f"crusher)")
+                          f"{ti_min * 1e3:.2f} ms (a {duration * 1e3:g} ms {protocol.inversion} pulse and its crusher)")
     ti_fill = _round(ti - ti_min, raster)
 
     # ---- write it

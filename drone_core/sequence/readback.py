@@ -115,9 +115,16 @@ class SequenceReadback:
 
 
 def _flip_deg(rf: Any) -> float:
+    """2π·|∫ B1(t) dt| in degrees. A waveform sampled on the RF raster holds one value per raster step (at
+    its middle); a shape given by corner points (a block pulse: ``t = [0, T]``) is piecewise linear."""
     t = np.asarray(rf.t, dtype=np.float64)
-    dt = np.diff(t, prepend=0.0) if t.size < 2 else np.full(t.size, float(np.median(np.diff(t))))
-    return float(math.degrees(2 * math.pi * abs(np.sum(np.asarray(rf.signal) * dt))))
+    signal = np.asarray(rf.signal)
+    steps = np.diff(t)
+    if t.size > 2 and np.allclose(steps, steps[0]) and t[0] > 0:  # uniform, mid-step samples
+        area = np.sum(signal) * steps[0]
+    else:
+        area = np.sum(0.5 * (signal[1:] + signal[:-1]) * steps)
+    return float(math.degrees(2 * math.pi * abs(area)))
 
 
 def _centre(rf: Any) -> float:
@@ -126,6 +133,9 @@ def _centre(rf: Any) -> float:
     t = np.asarray(rf.t, dtype=np.float64)
     if getattr(rf, "use", "") != "inversion" and getattr(rf, "center", None) is not None:
         return float(rf.delay + rf.center)
+    shape_duration = getattr(rf, "shape_dur", None)
+    if shape_duration is not None:
+        return float(rf.delay + 0.5 * shape_duration)
     dt = float(np.median(np.diff(t))) if t.size > 1 else 0.0
     return float(rf.delay + 0.5 * (t[-1] + 0.5 * dt + t[0] - 0.5 * dt))
 
