@@ -14,7 +14,6 @@ Run::
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +24,14 @@ from drone_core.crb import BRAIN_TISSUES_1P5T  # noqa: E402
 from drone_core.epg import simulate  # noqa: E402
 from drone_core.model import default_model  # noqa: E402
 from drone_core.schedule import default_schedule  # noqa: E402
-from drone_core.sequence.epi_mrf import EpiMrfProtocol, build_sequence  # noqa: E402
-from drone_core.sequence.readback import read_sequence  # noqa: E402
-from waveform_bloch import centre_line_samples, simulate_column  # noqa: E402
+from waveform_bloch import mrf_column, simulate_column  # noqa: E402
 
 N_Z = 2000
 
 
 def main() -> int:
     schedule = default_schedule()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seq, _ = build_sequence(schedule, EpiMrfProtocol(matrix=(16, 16), acceleration=1, noise_lines=0,
-                                                         inversion="hard"))
-    samples = centre_line_samples(seq, read_sequence(seq), 8)
-    z = (np.arange(N_Z) + 0.5) / N_Z * 25e-3 - 12.5e-3  # ±2.5 slice thicknesses of 5 mm
+    seq, samples, z = mrf_column(schedule, N_Z)  # ±2.5 slice thicknesses of 5 mm
     names = ("WM", "GM", "CSF")
     t1 = np.array([BRAIN_TISSUES_1P5T[n][0] for n in names])
     t2 = np.array([BRAIN_TISSUES_1P5T[n][1] for n in names])

@@ -15,8 +15,6 @@ isochromats across the slice. Two findings are pinned here (docs/SCANNER.md, "Th
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -25,9 +23,7 @@ pytest.importorskip("pypulseq", reason="pypulseq is not installed (the 'scanner'
 from drone_core.crb import BRAIN_TISSUES_1P5T  # noqa: E402
 from drone_core.epg import simulate  # noqa: E402
 from drone_core.schedule import default_schedule  # noqa: E402
-from drone_core.sequence.epi_mrf import EpiMrfProtocol, build_sequence  # noqa: E402
-from drone_core.sequence.readback import read_sequence  # noqa: E402
-from waveform_bloch import centre_line_samples, simulate_column  # noqa: E402
+from waveform_bloch import mrf_column, simulate_column  # noqa: E402
 
 #: Positions across ±2.5 slice thicknesses, resolving the spoiler's phases (8 cycles per thickness per TR, up to
 #: 25 orders): against 4000 points, 1000 leave CSF 2.2e-3 off (long T2 keeps high orders), 2000 leave 6e-7.
@@ -44,13 +40,7 @@ WAVEFORM_TOL = 0.015
 @pytest.fixture(scope="module")
 def column():
     schedule = default_schedule()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seq, _ = build_sequence(schedule, EpiMrfProtocol(matrix=(16, 16), acceleration=1, noise_lines=0,
-                                                         inversion="hard"))
-    samples = centre_line_samples(seq, read_sequence(seq), 8)
-    thickness = 5e-3
-    z = (np.arange(N_Z) + 0.5) / N_Z * 5 * thickness - 2.5 * thickness
+    seq, samples, z = mrf_column(schedule, N_Z)
     t1 = np.array([BRAIN_TISSUES_1P5T[n][0] for n in ("WM", "GM", "CSF")])
     t2 = np.array([BRAIN_TISSUES_1P5T[n][1] for n in ("WM", "GM", "CSF")])
     model = np.abs(simulate(schedule, t1, t2))

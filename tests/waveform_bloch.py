@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["centre_line_samples", "gradient_at", "simulate_column"]
+__all__ = ["centre_line_samples", "gradient_at", "mrf_column", "simulate_column"]
 
 
 def gradient_at(grad: Any, t: np.ndarray) -> np.ndarray:
@@ -143,3 +143,22 @@ def centre_line_samples(seq: Any, readback: Any, centre_line: int) -> dict[int, 
         t += float(seq.block_durations[index])
     return {int(r.block): r.centre_s - starts[int(r.block)] for r in readback.readouts
             if r.labels.get("LIN") == centre_line and not r.labels.get("NAV") and not r.labels.get("REF")}
+
+
+def mrf_column(schedule: Any, n_z: int, *, thickness_m: float = 5e-3, half_width: float = 2.5
+               ) -> tuple[Any, dict[int, float], np.ndarray]:
+    """The sequence of ``schedule`` as `drone sequence` writes it for a column simulation (16 × 16, R = 1, the
+    hard inversion, no noise scan), its TE samples and ``n_z`` uniform positions over ±``half_width`` slice
+    thicknesses: ``(sequence, samples, z_m)``."""
+    import warnings
+
+    from drone_core.sequence.epi_mrf import EpiMrfProtocol, build_sequence
+    from drone_core.sequence.readback import read_sequence
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq, _ = build_sequence(schedule, EpiMrfProtocol(matrix=(16, 16), acceleration=1, noise_lines=0,
+                                                         slice_thickness_mm=thickness_m * 1e3, inversion="hard"))
+    samples = centre_line_samples(seq, read_sequence(seq), 8)
+    z = ((np.arange(n_z) + 0.5) / n_z * 2 - 1) * half_width * thickness_m
+    return seq, samples, z
