@@ -24,6 +24,7 @@ from drone_core.phantoms import brain_phantom, simulate_frames
 from drone_core.schedule import Schedule, default_schedule
 from drone_gadgets.scans import raw as rawscan
 from drone_gadgets.recon.header import check_header_schedule, schedule_from_header, sequence_parameters
+from drone_gadgets.scans.layout import truth_path
 from drone_gadgets.scans.raw import RawProtocol, write_raw_scan
 from drone_gadgets.scans.b1 import read_b1_map
 from drone_gadgets.scans.images import read_scan
@@ -495,8 +496,8 @@ def test_truth_and_b1_map(tmp_path, schedule) -> None:
         np.testing.assert_array_equal(truth[key], np.asarray(maps[key], dtype=np.float32).reshape(1, NY, NX))
     np.testing.assert_array_equal(truth["labels"], phantom.labels)
     np.testing.assert_allclose(truth["b1"][0], b1, rtol=1e-6)
-    with h5py.File(info.path, "r") as f:
-        assert f["dataset_truth"]["xml"][0] == f["dataset"]["xml"][0]
+    with h5py.File(info.path, "r") as f, h5py.File(truth_path(info.path), "r") as t:
+        assert list(f) == ["dataset"] and t["dataset"]["xml"][0] == f["dataset"]["xml"][0]
     # the frames were simulated with this B1: a navigator of frame 3 is that frame's ky = 0 line
     raw = RawFile(info.path)
     sens = coil_sensitivities(2, (NY, NX), phantom.fov_mm)

@@ -202,8 +202,8 @@ def test_replay_client_layout_through_the_command_line(client_file: Path, tmp_pa
 
 
 def test_replay_of_a_simulated_scan_matches_its_truth(tmp_path: Path, schedule, truth) -> None:
-    """A file of ``drone simulate-scan``'s writer (frames in /dataset, true maps in /dataset_truth):
-    the frames group is chosen by itself, and the maps equal the truth the writer stored."""
+    """A file of ``drone simulate-scan``'s writer (frames in /dataset, true maps in sim_truth.h5): the frames
+    group is chosen by itself, and the maps equal the truth the writer stored."""
     from drone_gadgets.scans.images import write_scan
     from drone_gadgets.scans.truth import read_truth
 
@@ -211,13 +211,33 @@ def test_replay_of_a_simulated_scan_matches_its_truth(tmp_path: Path, schedule, 
     frames = np.stack([t["frames"] for t in truth], axis=1)  # (N, z, y, x)
     maps = {k: np.stack([t[k] for t in truth]) for k in ("t1", "t2", "m0")}
     write_scan(src, frames, schedule, truth=maps)
-    assert sorted(h5io.image_groups(src)) == ["dataset", "dataset_truth"] and choose_group(src) == "dataset"
+    assert sorted(h5io.image_groups(src)) == ["dataset"] and choose_group(src) == "dataset"
     result = replay(src, tmp_path / "maps.h5", settings=CPU, progress=False)
     assert result.group == "dataset" and result.slices == N_SLICES
     got = _read_output(tmp_path / "maps.h5", "dataset")
     expected = read_truth(src)
     for s in range(N_SLICES):
         _assert_maps(got[s], {**{k: expected[k][s] for k in ("t1", "t2", "m0")}, "labels": truth[s]["labels"]})
+
+
+def test_scans_of_the_older_layout_with_the_truth_inside(tmp_path: Path, schedule, truth) -> None:
+    """Files written before the truth had a file of its own hold it in /<group>_truth: replay sets that group aside
+    and read_truth still finds it."""
+    import h5py
+
+    from drone_gadgets.scans.images import write_scan
+    from drone_gadgets.scans.layout import truth_path
+    from drone_gadgets.scans.truth import read_truth
+
+    src = tmp_path / "old.h5"
+    frames = np.stack([t["frames"] for t in truth], axis=1)
+    maps = {k: np.stack([t[k] for t in truth]) for k in ("t1", "t2", "m0")}
+    write_scan(src, frames, schedule, truth=maps)
+    with h5py.File(truth_path(src), "r") as t, h5py.File(src, "a") as f:
+        t.copy(t["dataset"], f, name="dataset_truth")
+    truth_path(src).unlink()
+    assert sorted(h5io.image_groups(src)) == ["dataset", "dataset_truth"] and choose_group(src) == "dataset"
+    np.testing.assert_array_equal(read_truth(src)["t1"], maps["t1"].astype(np.float32))
 
 
 def test_schedule_mismatch_is_reported_with_the_gadget_message(tmp_path: Path, schedule, truth) -> None:
@@ -403,7 +423,7 @@ def test_nifti_affine_without_geometry() -> None:
 
 
 def test_replay_of_a_raw_scan_says_it_needs_a_reconstruction_first(tmp_path) -> None:
-    """A raw scan's only images are its truth maps: replaying them as frames would be nonsense."""
+    """A raw scan holds acquisitions, no image frames (its truth is in a file of its own): replay says what to do."""
     from drone_core.phantoms import brain_phantom
     from drone_core.schedule import default_schedule
     from drone_gadgets.files.h5io import H5FormatError

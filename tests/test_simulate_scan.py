@@ -8,6 +8,7 @@ import json
 from contextlib import closing
 from pathlib import Path
 
+import h5py
 import ismrmrd
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from drone_gadgets.recon.prepare import prepare
 from drone_gadgets.recon.header import check_header_schedule, schedule_from_header, sequence_parameters
 from drone_gadgets.apps.simulate_scan import add_arguments, run
 from drone_gadgets.scans.images import read_scan, write_phantom_scan, write_scan
-from drone_gadgets.scans.layout import TRUTH_SERIES, header_xml
+from drone_gadgets.scans.layout import TRUTH_SERIES, header_xml, truth_path
 from drone_gadgets.scans.truth import read_truth
 from drone_gadgets.recon.stages import pipeline
 from gadgetron_peer import GadgetronPeer, config_xml, image_message
@@ -154,7 +155,10 @@ def test_truth_group(brain_file, schedule) -> None:
     for key in ("t1", "t2", "m0"):
         np.testing.assert_array_equal(truth[key], maps[key])
     np.testing.assert_array_equal(truth["labels"], phantom.labels)
-    with closing(ismrmrd.Dataset(str(path), "dataset_truth", create_if_needed=False)) as ds:
+    # the scan file holds the scan alone (one group: clients need not be told it); the truth has a file of its own
+    with h5py.File(path, "r") as f:
+        assert list(f) == ["dataset"]
+    with closing(ismrmrd.Dataset(str(truth_path(path)), "dataset", create_if_needed=False)) as ds:
         assert sorted(ds.list()) == ["labels", "m0", "t1", "t2", "xml"]
         for key, (series, label, units) in TRUTH_SERIES.items():
             if key == "b1":
@@ -349,7 +353,7 @@ def test_truth_b1(b1_file) -> None:
     assert sorted(truth) == ["b1", "labels", "m0", "t1", "t2"]
     np.testing.assert_array_equal(truth["b1"], field.astype(np.float32))  # relative, not percent
     assert TRUTH_SERIES["b1"] == (104, "B1", "relative")
-    with closing(ismrmrd.Dataset(str(path), "dataset_truth", create_if_needed=False)) as ds:
+    with closing(ismrmrd.Dataset(str(truth_path(path)), "dataset", create_if_needed=False)) as ds:
         for s in range(2):
             im = ds.read_image("b1", s)
             h = im.getHead()

@@ -11,6 +11,7 @@ isochromats across the slice. Two findings are pinned here (docs/SCANNER.md, "Th
    its axis turns with z (the Euler phases of its spinor), by amounts that depend on the flip angle, which
    the model ignores. Relaxation during the 2 ms pulse is not the cause (without it the difference is
    0.80 / 0.93 / 1.14 %).
+3. Carrying the pulse's full rotation into the EPG (``tests/spinor_epg.py``) closes the gap to ≤ 0.2 %.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def column():
     return schedule, seq, samples, z, t1, t2, model / np.linalg.norm(model, axis=1, keepdims=True)
 
 
+@pytest.fixture(scope="module")
+def waveform(column) -> np.ndarray:
+    """The column's normalised fingerprints with the real waveform (relaxing throughout), ``(3, N)``."""
+    _, seq, samples, z, t1, t2, _ = column
+    return _normalised(simulate_column(seq, samples, z, t1, t2))
+
+
 def _normalised(signal: np.ndarray) -> np.ndarray:
     m = np.abs(signal)
     return m / np.linalg.norm(m, axis=1, keepdims=True)
@@ -67,11 +75,28 @@ def test_the_column_with_the_models_rotation_is_the_profile_epg(column) -> None:
     assert np.max(np.abs(got - model)) < MACHINERY_TOL
 
 
-def test_the_real_waveform_differs_from_the_profile_model_by_about_one_percent(column) -> None:
+def test_the_real_waveform_differs_from_the_profile_model_by_about_one_percent(column, waveform) -> None:
     schedule, seq, samples, z, t1, t2, model = column
-    got = _normalised(simulate_column(seq, samples, z, t1, t2))
+    got = waveform
     difference = np.max(np.abs(got - model), axis=1)
     assert np.all(difference < WAVEFORM_TOL), difference
     ideal = np.abs(simulate(schedule.ideal(), t1, t2))
     ideal /= np.linalg.norm(ideal, axis=1, keepdims=True)
     assert np.all(np.max(np.abs(got - ideal), axis=1) > 10 * difference)  # the profile model is still 10× closer
+
+
+#: The spinor model (``tests/spinor_epg.py``) vs the real waveform (measured 1.8e-3 / 1.5e-3 / 1.5e-4 for
+#: WM/GM/CSF; 4.8e-4 / 3.1e-4 / 1.4e-4 against the column without relaxation during the pulse: what is left
+#: is that relaxation). The scanner issue's goal for the fixed model: ≤ 0.2 %.
+SPINOR_TOL = 0.002
+
+
+def test_the_pulses_full_rotation_closes_the_gap(column, waveform) -> None:
+    """Carrying the pulse's spinor (axis and all) into the EPG brings the model to the waveform within 0.2 %."""
+    from spinor_epg import spinor_profile_signal
+
+    schedule, seq, samples, z, t1, t2, model = column
+    got = waveform
+    spinor = _normalised(spinor_profile_signal(schedule, t1, t2))
+    assert np.all(np.max(np.abs(spinor - got), axis=1) < SPINOR_TOL)
+    assert np.max(np.abs(model - got)) > 3 * SPINOR_TOL  # the model as it is does not

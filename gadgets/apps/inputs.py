@@ -73,15 +73,15 @@ def choose_group(path: str | os.PathLike[str], group: str | None = None) -> str:
                                      f"(no <var>/header, attributes, data)")
         return group
     found = h5io.image_groups(path)
-    if not found:
-        raise h5io.H5FormatError(f"{str(path)!r} holds no images in the ISMRMRD layout "
-                                 f"(/<group>/<var>/header, attributes, data); groups: "
-                                 f"{', '.join(h5io.list_groups(path)) or 'none'}")
     frames = {g: v for g, v in found.items() if not _holds_maps_only(Path(path), g, [x.name for x in v])}
     if not frames:
         raw = h5io.acquisition_groups(path)
         hint = (f"; /{', /'.join(raw)} holds raw acquisitions: reconstruct them with Gadgetron first, e.g. "
                 f"`drone send {path} OUT.h5 --config-file xml_configs/drone_grappa_epi.xml`" if raw else "")
+        if not found:
+            raise h5io.H5FormatError(f"{str(path)!r} holds no MRF frames: no images in the ISMRMRD layout "
+                                     f"(/<group>/<var>/header, attributes, data); groups: "
+                                     f"{', '.join(h5io.list_groups(path)) or 'none'}{hint}")
         raise h5io.H5FormatError(f"{str(path)!r} holds no MRF frames: its images ({', '.join('/' + g for g in found)}) "
                                  f"are all DRONE maps{hint}")
     if len(found) > 1:

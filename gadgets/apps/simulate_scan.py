@@ -24,7 +24,7 @@ from drone_core.schedule import Schedule
 
 from ..recon.settings import FRAME_COUNTER_FIELDS
 from ..scans.b1 import phantom_b1
-from ..scans.layout import B1_SERIES_INDEX, B1_VAR, FRAMES_VAR, TRUTH_SUFFIX
+from ..scans.layout import B1_SERIES_INDEX, B1_VAR, FRAMES_VAR, truth_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from drone_core.phantoms import Phantom
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--b1-edge", type=float, default=None,
                         help="--b1 3t: relative B1 at the outline of the head (default 0.8)")
     parser.add_argument("--complex", action="store_true", help="write complex frames instead of magnitudes")
-    parser.add_argument("--no-truth", action="store_true", help="leave out the /<group>_truth maps")
+    parser.add_argument("--no-truth", action="store_true", help="leave out the true maps (OUT_truth.h5 beside OUT.h5)")
     parser.add_argument("--group", default="dataset", help="dataset group in the file (default %(default)s)")
     parser.add_argument("--frame-counter", choices=FRAME_COUNTER_FIELDS, default="repetition",
                         help="image header counter holding the frame index (default %(default)s)")
@@ -97,7 +97,7 @@ def _run_raw(args: argparse.Namespace, phantom: "Phantom", schedule: Schedule, b
     info = write_raw_scan(args.out, phantom, schedule, protocol=protocol, noise_level=args.noise, seed=args.seed,
                           b1=b1, with_truth=not args.no_truth, group=args.group, b1_description=b1_text,
                           overwrite=args.force)
-    truth = f"; truth {', '.join(info.truth)} in /{info.group}{TRUTH_SUFFIX}" if info.truth else ""
+    truth = f"; truth {', '.join(info.truth)} in {truth_path(info.path)}" if info.truth else ""
     b1_note = f"; B1 {b1_text} ({info.b1_images} B1 map images in /{info.group}/{B1_VAR})" if info.b1_images else ""
     print(f"wrote {info.path}: {phantom.describe()}; {info.n_acquisitions} raw EPI acquisitions in /{info.group} "
           f"({info.n_frames} frames × {info.n_slices} slices, {info.matrix[0]}×{info.matrix[1]}, {protocol.n_coils} "
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     info = write_phantom_scan(args.out, phantom, schedule, noise_level=args.noise, seed=args.seed, b1=b1,
                               magnitude=not args.complex, with_truth=not args.no_truth, group=args.group,
                               frame_counter=args.frame_counter, b1_description=b1_text, overwrite=args.force)
-    truth = f"; truth {', '.join(info.truth)} in /{info.group}{TRUTH_SUFFIX}" if info.truth else ""
+    truth = f"; truth {', '.join(info.truth)} in {truth_path(info.path)}" if info.truth else ""
     b1_note = "B1 1 (no B1 map)"
     if b1 is not None:
         tissue = np.asarray(phantom.labels) != 0
@@ -149,12 +149,12 @@ def run(args: argparse.Namespace) -> int:
 def client_commands(path: str | os.PathLike[str], group: str, *, b1_maps: bool = False,
                     port: int = 9002) -> str:
     """How to reconstruct a file written here: ``drone replay``, and with ``drone serve`` running, ``drone send``
-    and python-ismrmrd-server's ``client.py`` (which needs ``-g``: the file holds two groups, the scan and
-    its truth).
+    and python-ismrmrd-server's ``client.py`` (which takes the file's only group by itself: the truth is in a
+    file of its own).
 
     Args:
         path: the file.
-        group: the scan's group.
+        group: the scan's group (the file's only one; kept for callers that name it).
         b1_maps: the file holds B1 maps (then: how to use them).
         port: the server's port (``drone serve``'s default, python-ismrmrd-server's too).
     """
@@ -164,7 +164,7 @@ def client_commands(path: str | os.PathLike[str], group: str, *, b1_maps: bool =
     lines = [f"reconstruct it: drone replay {name} {out}" + (" --b1 stream" if b1_maps else ""),
              f"  or, with `drone serve` running: drone send {name} {out}" + (" --set b1=stream" if b1_maps else ""),
              f"  or with python-ismrmrd-server's client: python client.py -p {port} -c drone_images "
-             f"-g {shlex.quote(group)} -o {out} {name}"]
+             f"-o {out} {name}"]
     if b1_maps:
         lines.append("  (client.py sends the B1 maps after the frames; to use them, put a drone_images.json holding "
                      '{"parameters": {"b1": "stream"}} in the folder you run client.py from; without it they are '

@@ -28,7 +28,7 @@ from drone_core.schedule import Schedule
 
 from .b1 import b1_array, b1_map_images
 from .layout import (B1_SERIES_INDEX, B1_VAR, FRAME_SERIES_INDEX, FRAMES_VAR, header_xml, open_for_reading,
-                     slice_geometry)
+                     prepare_outputs, slice_geometry)
 from .truth import truth_arrays, write_truth
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +45,8 @@ class ScanInfo:
 
     Attributes:
         path: the file.
-        group: the dataset group of the frames; the truth (if any) is in ``group + "_truth"``.
+        group: the dataset group of the frames; the truth (if any) is in the same group of the truth file
+            (:func:`~drone_gadgets.scans.layout.truth_path`).
         n_frames, n_slices: N and z.
         matrix: ``(y, x)``.
         n_images: frame images written (N·z).
@@ -89,14 +90,15 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
     """Write MRF frames (and optionally their B1 map and the true maps) as an ISMRMRD ``.h5`` file.
 
     Args:
-        path: the file; refused if it exists unless ``overwrite`` (which replaces the whole file).
+        path: the file; refused if it or its truth file (``<stem>_truth.h5``) exists unless ``overwrite``
+            (which replaces both).
         frames: ``(N, z, y, x)`` or ``(N, y, x)``; real (written as float32 magnitude images) or
             complex (complex64 images), N = ``schedule.n_frames``.
         schedule: the acquisition's schedule (into the header's ``sequenceParameters``).
         truth: None, or maps ``{"t1", "t2", "m0", "labels"}`` (any of them), each ``(z, y, x)``.
         fov_mm: ``(y, x)`` field of view, mm.
         slice_thickness_mm: mm.
-        group: the dataset group (``/<group>/…``); the truth goes to ``/<group>_truth/…``.
+        group: the dataset group (``/<group>/…``); the truth goes to ``/<group>/…`` of ``<stem>_truth.h5``.
         frame_counter: the ImageHeader counter carrying the frame index (``repetition``, ``contrast``,
             ``phase``, ``set`` or ``average``; the gadget's ``frame_counter`` setting must match).
         slice_positions_mm: slice centres along ``slice_dir`` (default contiguous, centred on 0).
@@ -136,8 +138,8 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
     if not isinstance(group, str) or not group or "/" in group:
         raise ValueError(f"group: expected a non-empty name without '/', got {group!r}")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"path: {str(path)!r} exists (overwrite=True / --force replaces it)")
+    if not overwrite:
+        prepare_outputs(path, overwrite=False)  # refuse an existing scan or truth file early, before any work
     xml = header_xml(schedule, matrix=(ny, nx), n_slices=n_slices, fov_mm=(fov[0], fov[1]),
                      slice_thickness_mm=float(slice_thickness_mm), frame_counter=frame_counter,
                      field_strength_t=field_strength_t, description=description).encode("utf-8")
@@ -148,8 +150,7 @@ def write_scan(path: str | os.PathLike[str], frames: Any, schedule: Schedule, *,
         return slice_geometry(slice_=s, position_mm=positions[s], matrix=(ny, nx), fov_mm=(fov[0], fov[1]),
                                 slice_thickness_mm=float(slice_thickness_mm))
 
-    if path.exists():
-        path.unlink()  # overwrite: a fresh file (ismrmrd 1.14's Dataset can only append or create)
+    prepare_outputs(path, overwrite=True)
     with closing(ismrmrd.Dataset(str(path), group, create_if_needed=True)) as ds:
         ds.write_xml_header(xml)
         index = 0
@@ -184,7 +185,7 @@ def write_phantom_scan(path: str | os.PathLike[str], phantom: "Phantom", schedul
         b1: None (B1 = 1, no B1 map written), or the relative transmit field: a number or an array of
             ``phantom.shape`` (e.g. :func:`drone_core.b1_field.head_b1_field`). The frames are
             simulated with it, and it is written as the scan's B1 map (``/<group>/image_5``, percent)
-            and as the true B1 (``/<group>_truth/b1``, relative).
+            and as the true B1 (``b1`` in the truth file, relative).
         b1_description: how the field was made, for the header's description.
         (others): as :func:`write_scan` and :func:`~drone_core.phantoms.simulate_frames`.
     """

@@ -32,8 +32,12 @@ File layout (``ismrmrd.Dataset``'s standard ``/<group>/<var>/{header,attributes,
     relative B1 × 100 (percent of the nominal flip angle: the gadget's default ``b1_scale`` 0.01),
     meta ``DRONE_Map`` = ``B1``, ``Units`` = ``percent``. ``drone replay --b1 stream`` sends it
     before the frames; with any other ``b1`` it is not sent (:mod:`drone_gadgets.apps.inputs`).
-``/<group>_truth/xml`` and ``/<group>_truth/{t1,t2,m0,labels,b1}``
-    Only when truth maps are given: the same header, and one float32 image per slice and map
+``<stem>_truth.h5``: ``/<group>/xml`` and ``/<group>/{t1,t2,m0,labels,b1}``
+    Only when truth maps are given, in a file of their own beside the scan (``scan.h5`` →
+    ``scan_truth.h5``), so that the scan file holds the scan alone, as a scanner's would, and clients
+    need not be told its group (files written before 2026-12-07 hold the truth in the scan file's
+    ``/<group>_truth``, which :func:`~drone_gadgets.scans.truth.read_truth` still reads): the same
+    header, and one float32 image per slice and map
     (``slice`` = z, ``image_index`` = z + 1) with the slice's geometry; ``image_series_index`` 100,
     101, 102 for T1 (ms), T2 (ms) and M0 — the series our gadget gives its maps by default — 103
     for the label map and 104 for the true relative B1 (unitless, 1 = nominal; only for a scan with
@@ -83,13 +87,15 @@ __all__ = [
     "header_text",
     "slice_geometry",
     "open_for_reading",
+    "truth_path",
+    "prepare_outputs",
 ]
 
 #: Variable (image group) holding the frames: ``/<group>/image_1``.
 FRAMES_VAR = "image_1"
 #: ``image_series_index`` of the frames.
 FRAME_SERIES_INDEX = 1
-#: Suffix of the group holding the true maps.
+#: Suffix of the file (and, in files written before 2026-12-07, of the group) holding the true maps.
 TRUTH_SUFFIX = "_truth"
 #: Truth variable → (``image_series_index``, ``DRONE_Map``, units).
 TRUTH_SERIES: dict[str, tuple[int, str, str]] = {
@@ -240,3 +246,27 @@ def open_for_reading(path: str | os.PathLike[str], group: str) -> "ismrmrd.Datas
     if "mode" in inspect.signature(ismrmrd.Dataset).parameters:
         return ismrmrd.Dataset(str(path), group, mode="r")
     return ismrmrd.Dataset(str(path), group, create_if_needed=False)  # pragma: no cover - ismrmrd 1.14
+
+
+def truth_path(path: str | os.PathLike[str]) -> Path:
+    """The file of a scan's true maps: ``scan.h5`` → ``scan_truth.h5``."""
+    p = Path(path)
+    return p.with_name(p.stem + TRUTH_SUFFIX + p.suffix)
+
+
+def prepare_outputs(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Check that a scan may be written to ``path`` and clear the way: refused when the scan or its truth file
+    exists, unless ``overwrite`` (then both are removed: a fresh scan never sits beside an old truth).
+
+    Raises:
+        FileExistsError: ``path`` or its truth file exists and ``overwrite`` is False.
+    """
+    p = Path(path)
+    truth = truth_path(p)
+    for existing in (p, truth):
+        if existing.exists() and not overwrite:
+            raise FileExistsError(f"path: {str(existing)!r} exists (overwrite=True / --force replaces it)")
+    for existing in (p, truth):
+        if existing.exists():
+            existing.unlink()  # a fresh file (ismrmrd 1.14's Dataset can only append or create)
+    return p

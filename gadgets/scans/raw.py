@@ -64,7 +64,7 @@ and the schedule (``sequenceParameters`` and ``userParameters`` exactly as in
 :mod:`drone_gadgets.scans.images`, which our gadget checks).
 
 ``/<group>/image_5`` holds the B1 map when the scan has one (for the gadget's ``b1=file:OUT.h5``: the
-raw chain cannot carry images), and ``/<group>_truth`` the true maps, as in :mod:`drone_gadgets.scans.images`.
+raw chain cannot carry images); the true maps are in ``<stem>_truth.h5``, as for :mod:`drone_gadgets.scans.images`.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ from drone_core.schedule import Schedule
 
 from ..recon.header import ISMRMRD_NAMESPACE
 from .b1 import b1_array, b1_map_images
-from .layout import (B1_SERIES_INDEX, B1_VAR, GYROMAGNETIC_RATIO_HZ_PER_T, element, header_text, schedule_sections,
-                     slice_geometry, xyz_element)
+from .layout import (B1_SERIES_INDEX, B1_VAR, GYROMAGNETIC_RATIO_HZ_PER_T, element, header_text, prepare_outputs,
+                     schedule_sections, slice_geometry, xyz_element)
 from .truth import truth_arrays, write_truth
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,7 +183,7 @@ class RawScanInfo:
     """What :func:`write_raw_scan` wrote.
 
     Attributes:
-        path, group: the file and the group of the acquisitions (truth in ``group + "_truth"``).
+        path, group: the file and the group of the acquisitions (the truth in that group of ``<stem>_truth.h5``).
         n_frames, n_slices, matrix: N, z and ``(ny, nx)`` of the frames Gadgetron reconstructs.
         n_acquisitions: all acquisitions; ``n_noise``, ``n_navigators``, ``n_calibration``: of them,
             the noise scan, the navigators and the ACS lines.
@@ -391,7 +391,7 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
         seed: of the noise; None: unseeded.
         b1: None, a number or a relative B1 map of ``phantom.shape`` (as in
             :func:`~drone_gadgets.scans.images.write_phantom_scan`).
-        with_truth: write ``/<group>_truth``.
+        with_truth: write the truth file ``<stem>_truth.h5``.
         group: the dataset group.
         b1_description: how the B1 field was made, for the description.
         field_strength_t: B0 for the header, tesla.
@@ -414,8 +414,8 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
     if protocol.n_calibration > ny:
         raise ValueError(f"protocol.calibration_lines: {protocol.n_calibration} ACS lines exceed the {ny} lines")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"path: {str(path)!r} exists (overwrite=True / --force replaces it)")
+    if not overwrite:
+        prepare_outputs(path, overwrite=False)  # refuse an existing scan or truth file early, before any work
     shape3 = (n_slices, ny, nx)
     b1_map = b1_array(b1, shape3, "b1")
     frames = simulate_frames(phantom, schedule, 0.0, b1=None if b1_map is None else b1_map.reshape(phantom.shape),
@@ -438,8 +438,7 @@ def write_raw_scan(path: str | os.PathLike[str], phantom: "Phantom", schedule: S
         description += f"; B1 {b1_description or 'map'} (B1 map: series {B1_SERIES_INDEX}, percent)"
     xml = raw_header_xml(schedule, protocol, matrix=(ny, nx), n_slices=n_slices, fov_mm=phantom.fov_mm,
                          slice_thickness_mm=thickness, field_strength_t=field_strength_t, description=description)
-    if path.exists():
-        path.unlink()
+    prepare_outputs(path, overwrite=True)
     with closing(ismrmrd.Dataset(str(path), group, create_if_needed=True)) as ds:
         ds.write_xml_header(xml.encode("utf-8"))
 

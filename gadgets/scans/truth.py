@@ -1,4 +1,6 @@
-"""The true maps of a simulated scan, stored beside it in ``/<group>_truth`` (:mod:`drone_gadgets.scans.layout`).
+"""The true maps of a simulated scan, in a file beside it: ``scan.h5`` → ``scan_truth.h5``.
+
+The file's layout is :mod:`drone_gadgets.scans.layout`'s.
 
 :func:`truth_arrays` checks the maps given (``t1``, ``t2`` in ms, ``m0``, ``labels``, ``b1`` relative),
 :func:`write_truth` writes them with the scan's header and geometry, :func:`read_truth` reads them back
@@ -14,7 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .layout import TRUTH_SERIES, TRUTH_SUFFIX, open_for_reading
+from pathlib import Path
+
+from .layout import TRUTH_SERIES, TRUTH_SUFFIX, open_for_reading, truth_path
 
 __all__ = ["truth_arrays", "write_truth", "read_truth"]
 
@@ -41,10 +45,10 @@ def truth_arrays(truth: Mapping[str, Any] | None, shape: tuple[int, int, int]) -
 
 def write_truth(path: str | os.PathLike[str], group: str, xml: bytes | str, truth_maps: Mapping[str, np.ndarray],
                 geometry: Any, tissues: Mapping[int, Sequence[Any]] | None = None) -> None:
-    """Write the true maps to ``/<group>_truth`` of ``path`` (module docstring: series, meta, layout).
+    """Write the true maps to ``/<group>`` of the scan's truth file (:func:`~drone_gadgets.scans.layout.truth_path`).
 
     Args:
-        path, group: the file and the scan's group.
+        path, group: the scan's file and group.
         xml: the scan's header, stored with the truth too.
         truth_maps: from :func:`truth_arrays`: ``{"t1", "t2", "m0", "labels", "b1"}`` (any), each ``(z, y, x)``.
         geometry: ``slice → ismrmrd.ImageHeader`` with the slice's geometry.
@@ -57,7 +61,7 @@ def write_truth(path: str | os.PathLike[str], group: str, xml: bytes | str, trut
     from ..recon.conversion import make_image
 
     table = {} if tissues is None else {str(int(k)): list(v) for k, v in tissues.items()}
-    with closing(ismrmrd.Dataset(str(path), group + TRUTH_SUFFIX, create_if_needed=True)) as ds:
+    with closing(ismrmrd.Dataset(str(truth_path(path)), group, create_if_needed=True)) as ds:
         ds.write_xml_header(xml)
         for key, data in truth_maps.items():
             series, label, units = TRUTH_SERIES[key]
@@ -71,10 +75,18 @@ def write_truth(path: str | os.PathLike[str], group: str, xml: bytes | str, trut
 
 
 def read_truth(path: str | os.PathLike[str], group: str = "dataset") -> dict[str, np.ndarray]:
-    """The true maps written by :func:`write_scan`: ``{name: (z, y, x) float32}`` (by slice counter):
-    ``t1``, ``t2`` (ms), ``m0``, ``labels`` and, for a scan with a B1 map, ``b1`` (relative B1)."""
+    """The true maps of the scan ``path``: ``{name: (z, y, x) float32}`` (by slice counter): ``t1``, ``t2`` (ms),
+    ``m0``, ``labels`` and, for a scan with a B1 map, ``b1`` (relative B1). From its truth file, or, for files
+    written before the truth had a file of its own, from ``/<group>_truth`` of the scan file.
+
+    Raises:
+        FileNotFoundError, LookupError: no truth file and no truth group.
+    """
     out: dict[str, np.ndarray] = {}
-    with closing(open_for_reading(path, group + TRUTH_SUFFIX)) as ds:
+    separate = truth_path(path)
+    source, source_group = (separate, group) if separate.is_file() or not Path(path).is_file() else (
+        Path(path), group + TRUTH_SUFFIX)
+    with closing(open_for_reading(source, source_group)) as ds:
         for key in TRUTH_SERIES:
             if key not in ds.list():
                 continue
