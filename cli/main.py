@@ -6,6 +6,7 @@
     drone train --out runs/x                      # train a network (paper defaults)
     drone simulate-scan scan.h5 --phantom brain   # a phantom scan as ISMRMRD .h5 (--b1 3t: with a B1 map)
     drone sequence mrf.seq                        # the EPI-MRF sequence as a Pulseq file, for a scanner
+    drone convert raw.dat raw.h5 --seq mrf.seq    # a scanner's raw data (twix) of it as ISMRMRD
     drone replay scan.h5 maps.h5 --png figs       # stream it through the gadget as Gadgetron would
     drone serve --port 9002                       # a standing server for ISMRMRD stream clients
     drone send scan.h5 maps.h5 --port 9002        # its client
@@ -120,6 +121,12 @@ def _cmd_sequence(args: argparse.Namespace) -> int:
     return sequence.run(args)
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from drone_gadgets.apps import convert
+
+    return convert.run(args)
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from drone_gadgets.apps import replay
 
@@ -208,8 +215,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The subcommands, in the order of ``drone --help``.
-COMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "sequence", "replay", "serve", "send",
-            "experiments", "compare", "demo")
+COMMANDS = ("simulate", "crb", "design-schedule", "train", "simulate-scan", "sequence", "convert", "replay", "serve",
+            "send", "experiments", "compare", "demo")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -300,6 +307,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_sequence_arguments(sq)
     sq.set_defaults(func=_cmd_sequence)
+
+    cv = sub.add_parser("convert", help="a scanner's raw data (Siemens twix) of a Pulseq acquisition as ISMRMRD raw",
+                        description="Match every ADC of the .seq that ran with a readout of the twix file: lines from "
+                                    "the phase-encode moment (or the LIN label), reverse lines from the readout's "
+                                    "sign, navigators/ACS/noise from the labels, the EPI readout into the header; "
+                                    "--reference: a no-phase-encode scan's readouts as the odd/even navigators.")
+    if wanted("convert"):
+        from drone_gadgets.apps.convert import add_arguments as add_convert_arguments
+
+        add_convert_arguments(cv)
+    cv.set_defaults(func=_cmd_convert)
 
     r = sub.add_parser("replay", help="replay an ISMRMRD .h5 through the drone_mrf gadget as Gadgetron runs it",
                        description="Stream IN.h5's image frames through `python -m gadgetron … drone_gadgets.gadget "

@@ -58,9 +58,14 @@ __all__ = [
     "TABLE_STEP_DEG",
     "TABLE_MAX_DEG",
     "spinor_flip_angles",
+    "spinor_parameters",
+    "ROTATIONS",
     "profile_table",
 ]
 
+#: How the EPG applies the pulse at each slice position: ``"x"`` (the normative model: θ(z) about x) or
+#: ``"spinor"`` (the pulse's full rotation, its axis turning across the slice; docs/SCANNER.md §6).
+ROTATIONS: tuple[str, ...] = ("x", "spinor")
 #: Pulse shapes this package can simulate.
 SHAPES: tuple[str, ...] = ("sinc",)
 #: Apodization windows of the sinc.
@@ -181,8 +186,13 @@ class Excitation:
         return np.abs(np.exp(-2j * np.pi * f[:, None] * t[None, :]) @ w)
 
 
-def spinor_flip_angles(waveform: np.ndarray, flip_angle_deg: np.ndarray, f_cycles: np.ndarray) -> np.ndarray:
-    """Flip angles of a pulse from its Cayley–Klein parameters (hard-pulse steps).
+def spinor_parameters(waveform: np.ndarray, flip_angle_deg: np.ndarray, f_cycles: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Cayley–Klein parameters ``(α, β)`` of a pulse followed by its ideal rephaser (hard-pulse steps).
+
+    The rephaser is a z rotation undoing the precession of the pulse's second half (π·f at ``f`` cycles per
+    pulse duration), as the slice-select rephasing gradient does; it leaves ``|β|`` (the flip angle) unchanged
+    and turns the rotation's axis back towards x, but only in its linear part across the slice.
 
     Args:
         waveform: ``(n_t,)`` envelope, unit sum (step ``j`` rotates by ``waveform[j]·α`` on resonance).
@@ -190,12 +200,13 @@ def spinor_flip_angles(waveform: np.ndarray, flip_angle_deg: np.ndarray, f_cycle
         f_cycles: ``(p,)`` off-resonance, cycles per pulse duration.
 
     Returns:
-        ``(m, p)`` flip angles ``2·asin|β|``, degrees.
+        ``(α, β)``, each ``(m, p)`` complex128: M+ → α*²·M+ − β²·M+* + 2α*β·Mz (Pauly et al., IEEE TMI 1991).
     """
     w = np.asarray(waveform, dtype=np.float64).reshape(-1)
     n_t = w.size
     alpha = np.deg2rad(np.asarray(flip_angle_deg, dtype=np.float64).reshape(-1))[:, None]  # (m, 1)
-    dphi_z = (2.0 * np.pi * np.asarray(f_cycles, dtype=np.float64).reshape(-1) / n_t)[None, :]  # (1, p)
+    f = np.asarray(f_cycles, dtype=np.float64).reshape(-1)
+    dphi_z = (2.0 * np.pi * f / n_t)[None, :]  # (1, p)
     a = np.ones((alpha.size, dphi_z.size), dtype=np.complex128)
     b = np.zeros_like(a)
     for j in range(n_t):
@@ -207,6 +218,22 @@ def spinor_flip_angles(waveform: np.ndarray, flip_angle_deg: np.ndarray, f_cycle
         aj = np.cos(0.5 * phi) - 1j * dphi_z * scale
         bj = -1j * gx * scale
         a, b = aj * a - np.conj(bj) * b, bj * a + np.conj(aj) * b
+    rephase = np.exp(0.5j * np.pi * f)[None, :]  # the z rotation by −π·f
+    return a * rephase, b / rephase
+
+
+def spinor_flip_angles(waveform: np.ndarray, flip_angle_deg: np.ndarray, f_cycles: np.ndarray) -> np.ndarray:
+    """Flip angles of a pulse from its Cayley–Klein parameters (hard-pulse steps).
+
+    Args:
+        waveform: ``(n_t,)`` envelope, unit sum (step ``j`` rotates by ``waveform[j]·α`` on resonance).
+        flip_angle_deg: ``(m,)`` rotations at zero off-resonance, degrees.
+        f_cycles: ``(p,)`` off-resonance, cycles per pulse duration.
+
+    Returns:
+        ``(m, p)`` flip angles ``2·asin|β|``, degrees.
+    """
+    _, b = spinor_parameters(waveform, flip_angle_deg, f_cycles)
     return np.rad2deg(2.0 * np.arcsin(np.clip(np.abs(b), 0.0, 1.0)))
 
 
@@ -240,10 +267,43 @@ class ProfileTable:
     z: np.ndarray
     weights: np.ndarray
     table_deg: np.ndarray
+    table_alpha: np.ndarray | None = None
+    table_beta: np.ndarray | None = None
 
     @property
     def n_positions(self) -> int:
         return int(self.z.size)
+
+    def rotations(self, alpha_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pulse's Cayley–Klein ``(α, β)`` at every position for centre rotations ``alpha_deg`` of any shape
+        ``S`` → each ``S + (p,)`` complex; linear interpolation of the table in the angle (differentiable).
+
+        Raises:
+            ValueError: a rotation outside ``[0, TABLE_MAX_DEG]``.
+        """
+        import torch
+
+        if self.table_alpha is None or self.table_beta is None:  # pragma: no cover - profile_table fills them
+            raise ValueError("this profile table holds no spinors")
+        idx, frac = self._position(alpha_deg)
+        out = []
+        for table in (self.table_alpha, self.table_beta):
+            parts = [torch.as_tensor(np.ascontiguousarray(part), dtype=alpha_deg.dtype, device=alpha_deg.device)
+                     for part in (table.real, table.imag)]
+            re, im = (t[idx] * (1.0 - frac) + t[idx + 1] * frac for t in parts)
+            out.append(torch.complex(re, im))
+        return out[0], out[1]
+
+    def _position(self, alpha_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        with torch.no_grad():
+            if alpha_deg.numel() and (float(alpha_deg.min()) < 0.0 or float(alpha_deg.max()) > TABLE_MAX_DEG):
+                raise ValueError(f"flip angle × B1: expected 0 … {TABLE_MAX_DEG:g} degrees for the slice profile, "
+                                 f"got {float(alpha_deg.min()):g} … {float(alpha_deg.max()):g}")
+        pos = alpha_deg / TABLE_STEP_DEG
+        idx = torch.clamp(pos.detach().floor().long(), 0, self.table_deg.shape[0] - 2)
+        return idx, (pos - idx.to(pos.dtype)).unsqueeze(-1)
 
     def flip_angles(self, alpha_deg: torch.Tensor) -> torch.Tensor:
         """θ at every position for centre rotations ``alpha_deg`` of any shape ``S`` → ``S + (p,)``.
@@ -256,14 +316,8 @@ class ProfileTable:
         """
         import torch
 
-        with torch.no_grad():
-            if alpha_deg.numel() and (float(alpha_deg.min()) < 0.0 or float(alpha_deg.max()) > TABLE_MAX_DEG):
-                raise ValueError(f"flip angle × B1: expected 0 … {TABLE_MAX_DEG:g} degrees for the slice profile, "
-                                 f"got {float(alpha_deg.min()):g} … {float(alpha_deg.max()):g}")
+        idx, frac = self._position(alpha_deg)
         table = torch.as_tensor(self.table_deg, dtype=alpha_deg.dtype, device=alpha_deg.device)
-        pos = alpha_deg / TABLE_STEP_DEG
-        idx = torch.clamp(pos.detach().floor().long(), 0, table.shape[0] - 2)
-        frac = (pos - idx.to(pos.dtype)).unsqueeze(-1)
         return table[idx] * (1.0 - frac) + table[idx + 1] * frac
 
 
@@ -272,5 +326,6 @@ def profile_table(excitation: Excitation, n_positions: int = DEFAULT_N_POSITIONS
     """The (cached) :class:`ProfileTable` of ``excitation`` at ``n_positions`` slice positions."""
     z, weights = excitation.positions(n_positions)
     angles = np.arange(0.0, TABLE_MAX_DEG + 0.5 * TABLE_STEP_DEG, TABLE_STEP_DEG)
-    table = excitation.flip_angles(angles, z)
-    return ProfileTable(excitation, z, weights, table)
+    alpha, beta = spinor_parameters(excitation.waveform(DEFAULT_PULSE_SAMPLES), angles, z * excitation.fwhm_cycles())
+    table = np.rad2deg(2.0 * np.arcsin(np.clip(np.abs(beta), 0.0, 1.0)))
+    return ProfileTable(excitation, z, weights, table, alpha, beta)

@@ -60,6 +60,7 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -89,6 +90,8 @@ __all__ = [
     "open_for_reading",
     "truth_path",
     "prepare_outputs",
+    "EpiTrajectory",
+    "epi_encoding",
 ]
 
 #: Variable (image group) holding the frames: ``/<group>/image_1``.
@@ -270,3 +273,75 @@ def prepare_outputs(path: str | os.PathLike[str], overwrite: bool) -> Path:
         if existing.exists():
             existing.unlink()  # a fresh file (ismrmrd 1.14's Dataset can only append or create)
     return p
+
+
+@dataclass(frozen=True)
+class EpiTrajectory:
+    """An EPI readout as the header's ``ConventionalEPI`` trajectory description holds it (times in µs).
+
+    Attributes:
+        ramp_up_us, flat_top_us, ramp_down_us: the readout trapezoid; acq_delay_us: the ADC's start in it.
+        n_samples, dwell_us: the ADC; echo_spacing_us: lobe to lobe (0: not written).
+        etl: lines per train; n_navigators: phase-correction navigators per train.
+        comment: free text.
+    """
+
+    ramp_up_us: float
+    flat_top_us: float
+    ramp_down_us: float
+    acq_delay_us: float
+    n_samples: int
+    dwell_us: float
+    etl: int
+    n_navigators: int
+    echo_spacing_us: float = 0.0
+    comment: str = ""
+
+
+def epi_encoding(root: ET.Element, *, matrix: tuple[int, int], fov_mm: tuple[float, float, float], n_slices: int,
+                 n_frames: int, trajectory: EpiTrajectory, acceleration: int) -> None:
+    """Append an EPI ``encoding`` to a header ``root``: encodedSpace = reconSpace (``matrix`` ``(ny, nx)``,
+    ``fov_mm`` ``(x, y, z)``; siemens_to_ismrmrd's EPI convention), the encoding limits (centre line ny/2,
+    frames as repetitions), the ``ConventionalEPI`` trajectory description ``EPIReconXGadget`` reads and the
+    parallel imaging (``separate`` calibration when accelerated)."""
+    ny, nx = (int(v) for v in matrix)
+    enc = element(root, "encoding")
+    for space in ("encodedSpace", "reconSpace"):
+        node = element(enc, space)
+        xyz_element(node, "matrixSize", (nx, ny, 1))
+        xyz_element(node, "fieldOfView_mm", tuple(float(v) for v in fov_mm))
+    limits = element(enc, "encodingLimits")
+    for name, (lo, hi, centre) in (("kspace_encoding_step_1", (0, ny - 1, ny // 2)),
+                                   ("kspace_encoding_step_2", (0, 0, 0)),
+                                   ("average", (0, 0, 0)), ("slice", (0, n_slices - 1, 0)),
+                                   ("contrast", (0, 0, 0)), ("phase", (0, 0, 0)),
+                                   ("repetition", (0, n_frames - 1, 0)), ("set", (0, 0, 0)),
+                                   ("segment", (0, 1, 0))):
+        node = element(limits, name)
+        element(node, "minimum", lo)
+        element(node, "maximum", hi)
+        element(node, "center", centre)
+    element(enc, "trajectory", "epi")
+    td = element(enc, "trajectoryDescription")
+    element(td, "identifier", "ConventionalEPI")
+    t = trajectory
+    for name, value in (("etl", t.etl), ("numberOfNavigators", t.n_navigators), ("rampUpTime", t.ramp_up_us),
+                        ("rampDownTime", t.ramp_down_us), ("flatTopTime", t.flat_top_us),
+                        ("acqDelayTime", t.acq_delay_us), ("numSamples", t.n_samples)):
+        node = element(td, "userParameterLong")
+        element(node, "name", name)
+        element(node, "value", int(round(value)))
+    doubles = [("dwellTime", float(t.dwell_us))] + ([("echoSpacing_us", float(t.echo_spacing_us))]
+                                                   if t.echo_spacing_us else [])
+    for name, value in doubles:
+        node = element(td, "userParameterDouble")
+        element(node, "name", name)
+        element(node, "value", value)
+    if t.comment:
+        element(td, "comment", t.comment)
+    pi = element(enc, "parallelImaging")
+    af = element(pi, "accelerationFactor")
+    element(af, "kspace_encoding_step_1", int(acceleration))
+    element(af, "kspace_encoding_step_2", 1)
+    element(pi, "calibrationMode", "separate" if acceleration > 1 else "other")
+    element(enc, "echoTrainLength", int(t.etl))

@@ -86,8 +86,8 @@ from drone_core.schedule import Schedule
 
 from ..recon.header import ISMRMRD_NAMESPACE
 from .b1 import b1_array, b1_map_images
-from .layout import (B1_SERIES_INDEX, B1_VAR, GYROMAGNETIC_RATIO_HZ_PER_T, element, header_text, prepare_outputs,
-                     schedule_sections, slice_geometry, xyz_element)
+from .layout import (B1_SERIES_INDEX, B1_VAR, GYROMAGNETIC_RATIO_HZ_PER_T, EpiTrajectory, element, epi_encoding,
+                     header_text, prepare_outputs, schedule_sections, slice_geometry)
 from .truth import truth_arrays, write_truth
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -229,7 +229,7 @@ def raw_header_xml(schedule: Schedule, protocol: RawProtocol, *, matrix: tuple[i
         measurement_id: ``measurementID``, Siemens style ``<device>_<patient>_<study>_<measurement>``
             (Gadgetron takes the device, patient and study IDs from it).
     """
-    sub, xyz = element, xyz_element
+    sub = element
     ny, nx = (int(v) for v in matrix)
     readout = protocol.readout(nx)
     device, patient, study, _ = (measurement_id.split("_") + ["", "", "", ""])[:4]
@@ -256,46 +256,14 @@ def raw_header_xml(schedule: Schedule, protocol: RawProtocol, *, matrix: tuple[i
     sub(asi, "deviceID", device or "66001")
     ec = sub(root, "experimentalConditions")
     sub(ec, "H1resonanceFrequency_Hz", int(round(GYROMAGNETIC_RATIO_HZ_PER_T * field_strength_t)))
-    enc = sub(root, "encoding")
-    for space in ("encodedSpace", "reconSpace"):
-        node = sub(enc, space)
-        xyz(node, "matrixSize", (nx, ny, 1))
-        xyz(node, "fieldOfView_mm", (float(fov_mm[1]), float(fov_mm[0]), float(slice_thickness_mm)))
-    limits = sub(enc, "encodingLimits")
-    for name, (lo, hi, centre) in (("kspace_encoding_step_1", (0, ny - 1, ny // 2)),
-                                   ("kspace_encoding_step_2", (0, 0, 0)),
-                                   ("average", (0, 0, 0)), ("slice", (0, n_slices - 1, 0)),
-                                   ("contrast", (0, 0, 0)), ("phase", (0, 0, 0)),
-                                   ("repetition", (0, schedule.n_frames - 1, 0)), ("set", (0, 0, 0)),
-                                   ("segment", (0, 1, 0))):
-        node = sub(limits, name)
-        sub(node, "minimum", lo)
-        sub(node, "maximum", hi)
-        sub(node, "center", centre)
-    sub(enc, "trajectory", "epi")
-    td = sub(enc, "trajectoryDescription")
-    sub(td, "identifier", "ConventionalEPI")
     n_lines = len(undersampled_lines(ny, protocol.acceleration))
-    for name, value in (("etl", n_lines), ("numberOfNavigators", protocol.n_navigators),
-                        ("rampUpTime", readout.ramp_up_us), ("rampDownTime", readout.ramp_down_us),
-                        ("flatTopTime", readout.flat_top_us), ("acqDelayTime", readout.acq_delay_us),
-                        ("numSamples", readout.n_samples)):
-        node = sub(td, "userParameterLong")
-        sub(node, "name", name)
-        sub(node, "value", int(round(value)))
-    for name, value in (("dwellTime", float(readout.dwell_time_us)),
-                        ("echoSpacing_us", float(readout.echo_spacing_us))):
-        node = sub(td, "userParameterDouble")
-        sub(node, "name", name)
-        sub(node, "value", value)
-    sub(td, "comment", ("ramp-sampled" if readout.ramp_sampling else "flat-top sampled")
-        + f" trapezoidal EPI readout, {readout.n_samples} samples of {readout.dwell_time_us:g} us")
-    pi = sub(enc, "parallelImaging")
-    af = sub(pi, "accelerationFactor")
-    sub(af, "kspace_encoding_step_1", int(protocol.acceleration))
-    sub(af, "kspace_encoding_step_2", 1)
-    sub(pi, "calibrationMode", "separate" if protocol.acceleration > 1 else "other")
-    sub(enc, "echoTrainLength", n_lines)
+    comment = (("ramp-sampled" if readout.ramp_sampling else "flat-top sampled")
+               + f" trapezoidal EPI readout, {readout.n_samples} samples of {readout.dwell_time_us:g} us")
+    epi_encoding(root, matrix=(ny, nx), fov_mm=(float(fov_mm[1]), float(fov_mm[0]), float(slice_thickness_mm)),
+                 n_slices=n_slices, n_frames=schedule.n_frames, acceleration=int(protocol.acceleration),
+                 trajectory=EpiTrajectory(readout.ramp_up_us, readout.flat_top_us, readout.ramp_down_us,
+                                          readout.acq_delay_us, readout.n_samples, float(readout.dwell_time_us),
+                                          n_lines, protocol.n_navigators, float(readout.echo_spacing_us), comment))
     schedule_sections(root, schedule, description or "simulated raw EPI-MRF k-space")
     return header_text(root)
 
