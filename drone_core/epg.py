@@ -195,12 +195,15 @@ def _epg_frames(alpha: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor, z0: tor
         head = v[1:2] if have > 1 else zeros_row
         u = torch.cat([head, u], dim=0)[:keep]
         v = v[1:keep + 1]
-        z = z[:keep]
-        if v.shape[0] < keep:
-            v = torch.cat([v, zeros_row.expand(keep - v.shape[0], n)], dim=0)
-        if z.shape[0] < keep:
-            z = torch.cat([z, zeros_row.expand(keep - z.shape[0], n)], dim=0)
+        v, z = _pad_orders(v, keep, zeros_row), _pad_orders(z[:keep], keep, zeros_row)
     return torch.stack(samples, dim=1)
+
+
+def _pad_orders(states: torch.Tensor, keep: int, zeros_row: torch.Tensor) -> torch.Tensor:
+    """``states`` ``(orders, rows)`` padded with zero orders to ``keep`` (after a dephasing shift)."""
+    if states.shape[0] >= keep:
+        return states
+    return torch.cat([states, zeros_row.expand(keep - states.shape[0], zeros_row.shape[1])], dim=0)
 
 
 def _epg_frames_spinor(ca: torch.Tensor, cb: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor,
@@ -242,11 +245,7 @@ def _epg_frames_spinor(ca: torch.Tensor, cb: torch.Tensor, e1: torch.Tensor, e2:
         head = fm[1:2].conj() if fm.shape[0] > 1 else zeros_row
         fp = torch.cat([head, fp], dim=0)[:keep]
         fm = torch.cat([fp[:1].conj(), fm[2:keep + 1]], dim=0)
-        z = z[:keep]
-        if fm.shape[0] < keep:
-            fm = torch.cat([fm, zeros_row.expand(keep - fm.shape[0], n)], dim=0)
-        if z.shape[0] < keep:
-            z = torch.cat([z, zeros_row.expand(keep - z.shape[0], n)], dim=0)
+        fm, z = _pad_orders(fm, keep, zeros_row), _pad_orders(z[:keep], keep, zeros_row)
     return torch.stack(samples, dim=1)
 
 
