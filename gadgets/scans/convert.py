@@ -38,7 +38,7 @@ from ..recon.header import ISMRMRD_NAMESPACE
 from .layout import GYROMAGNETIC_RATIO_HZ_PER_T, EpiTrajectory, element, epi_encoding, header_text, prepare_outputs
 
 __all__ = ["PulseqReadout", "ConvertInfo", "pulseq_readouts", "read_twix_readouts", "converted_header_xml",
-           "convert"]
+           "convert", "write_converted"]
 
 _FLAGS = {"FIRST_IN_SLICE": 7, "LAST_IN_SLICE": 8, "LAST_IN_REPETITION": 14, "LAST_IN_MEASUREMENT": 25,
           "NOISE_MEASUREMENT": 19, "PARALLEL_CALIBRATION": 20, "REVERSE": 22, "PHASECORR_DATA": 24}
@@ -231,37 +231,58 @@ def convert(raw_path: str | os.PathLike[str], out_path: str | os.PathLike[str], 
         FileNotFoundError, FileExistsError: the inputs, the output.
         ValueError: the raw file's readouts do not match the sequence's ADCs (count or samples).
     """
-    import ismrmrd
-
     out = Path(out_path)
     if not overwrite:
         prepare_outputs(out, overwrite=False)
     readouts, definitions = pulseq_readouts(seq_path)
     data, _ = read_twix_readouts(raw_path)
+    navigators: list[tuple[np.ndarray, bool]] = []
+    source = "the sequence's navigators"
+    if not any(r.navigator for r in readouts):
+        if reference_path is not None:
+            ref_data, _ = read_twix_readouts(reference_path)
+            if len(ref_data) < 3 or (data and ref_data[0].shape != data[0].shape):
+                raise ValueError(f"--reference: expected readouts like the scan's ({data[0].shape if data else None}), "
+                                 f"got {len(ref_data)} of {ref_data[0].shape if ref_data else None}")
+            imaging = [r for r in readouts if not r.noise]
+            navigators = [(ref_data[j], imaging[j].reverse) for j in range(3)]
+            source = f"the reference scan {Path(reference_path).name} (its first 3 readouts)"
+        else:
+            source = "none (no navigators and no --reference: EPICorrGadget cannot correct the odd/even echoes)"
+    return write_converted(out, readouts, definitions, data, navigators=navigators, navigators_from=source,
+                           description=f"converted from {Path(raw_path).name} with {Path(seq_path).name}",
+                           group=group, field_strength_t=field_strength_t)
+
+
+def write_converted(out_path: str | os.PathLike[str], readouts: list[PulseqReadout], definitions: dict[str, Any],
+                    data: list[np.ndarray], *, navigators: list[tuple[np.ndarray, bool]] | None = None,
+                    navigators_from: str = "the sequence's navigators", description: str = "",
+                    group: str = "dataset", field_strength_t: float = 3.0) -> ConvertInfo:
+    """Write the readouts of a Pulseq acquisition (``data``: one ``(coils, samples)`` array per ADC of
+    ``readouts``, in acquisition order — a scanner's, or a simulator's) as an ISMRMRD raw file, replacing it.
+
+    Args:
+        navigators: ``[(samples, reverse), …]`` written before every train, for a sequence without navigators.
+
+    Raises:
+        ValueError: the readouts do not match the ADCs (count or samples).
+    """
+    import ismrmrd
+
+    out = Path(out_path)
+    navigators = list(navigators or [])
     if len(data) != len(readouts):
         raise ValueError(f"the raw file has {len(data)} readouts and the sequence {len(readouts)} ADCs: not the "
                          f"sequence that ran (--seq)")
     for k, (d, r) in enumerate(zip(data, readouts)):
-        if d.shape[1] != r.n_samples:
-            raise ValueError(f"readout {k}: {d.shape[1]} samples in the raw file, {r.n_samples} in the sequence's ADC")
+        if d.ndim != 2 or d.shape[1] != r.n_samples:
+            raise ValueError(f"readout {k}: {d.shape} in the raw data, (coils, {r.n_samples}) in the sequence's ADC")
     n_coils = int(data[0].shape[0])
-    navigators: list[tuple[np.ndarray, bool]] = []
-    source = "the sequence's navigators"
     has_navigators = any(r.navigator for r in readouts)
-    if not has_navigators and reference_path is not None:
-        ref_data, _ = read_twix_readouts(reference_path)
-        if len(ref_data) < 3 or ref_data[0].shape != data[0].shape:
-            raise ValueError(f"--reference: expected readouts like the scan's ({data[0].shape}), got "
-                             f"{len(ref_data)} of {ref_data[0].shape if ref_data else None}")
-        imaging = [r for r in readouts if not r.noise]
-        navigators = [(ref_data[j], imaging[j].reverse) for j in range(3)]
-        source = f"the reference scan {Path(reference_path).name} (its first 3 readouts)"
-    elif not has_navigators:
-        source = "none (no navigators and no --reference: EPICorrGadget cannot correct the odd/even echoes)"
+    source = navigators_from
     n_nav = 3 if (has_navigators or navigators) else 0
     xml, nx, ny = converted_header_xml(readouts, definitions, n_coils=n_coils, n_navigators=n_nav,
-                                      field_strength_t=field_strength_t,
-                                      description=f"converted from {Path(raw_path).name} with {Path(seq_path).name}")
+                                      field_strength_t=field_strength_t, description=description)
     centre = ny // 2
     order = ([k for k, r in enumerate(readouts) if r.noise] + [k for k, r in enumerate(readouts) if r.reference]
              + [k for k, r in enumerate(readouts) if not (r.noise or r.reference)])  # ACS first, as Gadgetron wants
@@ -297,8 +318,8 @@ def convert(raw_path: str | os.PathLike[str], out_path: str | os.PathLike[str], 
             if r.noise:
                 flags |= _flag("NOISE_MEASUREMENT")
                 counts["noise"] += 1
-            elif r.reference:
-                flags |= _flag("PARALLEL_CALIBRATION")
+            elif r.reference and not r.navigator:  # the ACS shot's navigators are navigators only (as Gadgetron's
+                flags |= _flag("PARALLEL_CALIBRATION")  # EPI chain expects; a calibration flag hides them from EPICorr)
                 counts["ref"] += 1
             if r.navigator:
                 flags |= _flag("PHASECORR_DATA")
