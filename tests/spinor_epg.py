@@ -3,8 +3,10 @@
 The normative model (``DESIGN.md`` step 5) applies θ(z) = 2·asin|β(z)| about x at each position. The pulse
 really applies a general rotation — its Cayley–Klein spinor (α(z), β(z)), here after the slice-select
 rephaser's z rotation — whose axis turns with z by phases that depend on the flip angle. This reference
-carries that rotation into the EPG (complex states F+, F−, Z; Pauly et al., IEEE TMI 1991, for the
-transition of M under (α, β)) and integrates over both sides of the slice. It is a test reference, written
+carries that rotation (:func:`drone_core.excitation.spinor_parameters`) into the EPG (complex states F+, F−, Z;
+Pauly et al., IEEE TMI 1991, for the transition of M under (α, β)) and integrates over both sides of the
+slice: it checks the product's table, its half-slice integral and its recursion, not the pulse simulation,
+which the waveform's Bloch column checks. It is a test reference, written
 for clarity, not speed; ``tests/test_slice_profile_waveform.py`` checks it against the waveform's Bloch
 simulation.
 """
@@ -13,30 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pulse_spinors", "epg_spinor", "spinor_profile_signal"]
+from drone_core.excitation import spinor_parameters
 
-
-def pulse_spinors(waveform: np.ndarray, flip_angle_deg: np.ndarray, f_cycles: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Cayley–Klein ``(α, β)``, ``(m, p)``, of a pulse (``waveform``: unit-sum envelope on equal steps) scaled to
-    ``flip_angle_deg`` ``(m,)`` at off-resonances ``f_cycles`` ``(p,)`` (cycles per pulse duration), followed by the
-    ideal rephaser: a z rotation undoing the precession of the pulse's second half (π·f)."""
-    w = np.asarray(waveform, dtype=np.float64)
-    n_t = w.size
-    alpha = np.deg2rad(np.asarray(flip_angle_deg, dtype=np.float64))[:, None]
-    dphi = (2 * np.pi * np.asarray(f_cycles, dtype=np.float64) / n_t)[None, :]
-    a = np.ones((alpha.size, dphi.size), dtype=np.complex128)
-    b = np.zeros_like(a)
-    for j in range(n_t):
-        gx = alpha * w[j]
-        phi = np.sqrt(gx * gx + dphi * dphi)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scale = np.where(phi > 0, np.sin(0.5 * phi) / np.where(phi > 0, phi, 1.0), 0.5)
-        aj = np.cos(0.5 * phi) - 1j * dphi * scale
-        bj = -1j * gx * scale
-        a, b = aj * a - np.conj(bj) * b, bj * a + np.conj(aj) * b
-    psi = -np.pi * np.asarray(f_cycles, dtype=np.float64)[None, :]
-    return np.exp(-0.5j * psi) * a, np.exp(0.5j * psi) * b
+__all__ = ["epg_spinor", "spinor_profile_signal"]
 
 
 def epg_spinor(a: np.ndarray, b: np.ndarray, tr_ms, te_ms: float, ti_ms: float, eta: float, t1_ms: float,
@@ -71,7 +52,7 @@ def spinor_profile_signal(schedule, t1_ms, t2_ms, *, n_positions: int = 192, n_s
     """The slice-integrated signal ``(n, N)`` of the spinor model over ``[−z_max, z_max]`` (slice thicknesses)."""
     exc = schedule.excitation
     z = ((np.arange(n_positions) + 0.5) / n_positions * 2 - 1) * exc.z_max
-    a, b = pulse_spinors(exc.waveform(n_samples), np.asarray(schedule.flip_angle_deg), z * exc.fwhm_cycles())
+    a, b = spinor_parameters(exc.waveform(n_samples), np.asarray(schedule.flip_angle_deg), z * exc.fwhm_cycles())
     tr = np.asarray(schedule.tr_ms, dtype=np.float64)
     return np.stack([epg_spinor(a, b, tr, schedule.te_ms, schedule.ti_ms, schedule.inversion_efficiency, t1, t2)
                      .sum(axis=0) * (2 * exc.z_max / n_positions) for t1, t2 in zip(t1_ms, t2_ms)])

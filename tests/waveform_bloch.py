@@ -86,13 +86,11 @@ def simulate_column(seq: Any, sample_blocks: dict[int, float], z_m: np.ndarray, 
         block = seq.get_block(index)
         duration = float(block.block_duration)
         if block.rf is not None and rotation is not None:
+            from drone_core.sequence.readback import pulse_centre_s, pulse_flip_deg
+
             rf = block.rf
-            rf_t = rf.delay + np.asarray(rf.t)
-            steps = np.diff(np.asarray(rf.t))
-            signal = np.asarray(rf.signal)
-            area = np.sum(signal) * steps[0] if rf_t.size > 2 else np.sum(0.5 * (signal[1:] + signal[:-1]) * steps)
-            flip = np.degrees(2 * np.pi * abs(area)) * (1.0 if getattr(rf, "use", "") == "inversion" else b1)
-            centre = rf.delay + (rf.center if getattr(rf, "use", "") != "inversion" else 0.5 * rf.shape_dur)
+            flip = pulse_flip_deg(rf) * (1.0 if getattr(rf, "use", "") == "inversion" else b1)
+            centre = pulse_centre_s(rf)
             t = np.linspace(0.0, duration, 8001)
             g = gradient_at(block.gz, t)
             cum = np.concatenate([[0.0], np.cumsum(0.5 * (g[1:] + g[:-1]) * np.diff(t))])

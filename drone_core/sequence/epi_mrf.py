@@ -428,9 +428,6 @@ class _Builder:
         return _ceil(self.pp.calc_duration(*events), self.raster)
 
 
-def _delay(pp: Any, seconds: float) -> Any:
-    return pp.make_delay(seconds)
-
 
 # =========================================================================== the sequence
 def build_sequence(schedule: Schedule, protocol: EpiMrfProtocol | None = None) -> tuple["pp.Sequence",
@@ -521,13 +518,13 @@ def build_sequence(schedule: Schedule, protocol: EpiMrfProtocol | None = None) -
         seq.add_block(*inv_events)
         seq.add_block(*crusher)
         if ti_fill > 0:
-            seq.add_block(_delay(pp, ti_fill))
+            seq.add_block(pp.make_delay(ti_fill))
         for i, flip in enumerate(schedule.flip_angle_deg):
             rf, gz, _ = b.excitation(float(flip), z)
             seq.add_block(rf, gz)
             seq.add_block(*pre_nav)
             if te_fill > 0:
-                seq.add_block(_delay(pp, te_fill))
+                seq.add_block(pp.make_delay(te_fill))
             frame_labels = dict(SLC=s, REP=i, REF=False, NOISE=False)
             navs = b.train_blocks(lines, frame_labels)
             for block in navs[:n_nav]:
@@ -538,7 +535,7 @@ def build_sequence(schedule: Schedule, protocol: EpiMrfProtocol | None = None) -
             seq.add_block(*rewind)
             fill = tr[i] - frame_fixed
             if fill > raster / 2:
-                seq.add_block(_delay(pp, _round(fill, raster)))
+                seq.add_block(pp.make_delay(_round(fill, raster)))
         if b.acs is not None:
             _add_acs(seq, b, z, s)
     ok, report = seq.check_timing()

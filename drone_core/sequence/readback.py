@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RfPulse", "Readout", "Shot", "SliceTiming", "SequenceReadback", "read_sequence"]
+__all__ = ["RfPulse", "Readout", "Shot", "SliceTiming", "SequenceReadback", "read_sequence", "pulse_flip_deg",
+           "pulse_centre_s"]
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,11 @@ class SequenceReadback:
         return out
 
 
-def _flip_deg(rf: Any) -> float:
-    """2π·|∫ B1(t) dt| in degrees. A waveform sampled on the RF raster holds one value per raster step (at
-    its middle); a shape given by corner points (a block pulse: ``t = [0, T]``) is piecewise linear."""
+def pulse_flip_deg(rf: Any) -> float:
+    """A pypulseq RF event's on-resonance flip angle, 2π·|∫ B1(t) dt|, in degrees.
+
+    A waveform sampled on the RF raster holds one value per raster step (at its middle); a shape given by corner
+    points (a block pulse: ``t = [0, T]``) is piecewise linear."""
     t = np.asarray(rf.t, dtype=np.float64)
     signal = np.asarray(rf.signal)
     steps = np.diff(t)
@@ -127,8 +130,8 @@ def _flip_deg(rf: Any) -> float:
     return float(math.degrees(2 * math.pi * abs(area)))
 
 
-def _centre(rf: Any) -> float:
-    """The pulse's centre from its start (its delay included): Pulseq's ``center`` for excitations, the
+def pulse_centre_s(rf: Any) -> float:
+    """An RF event's centre, s, from its block's start (its delay included): Pulseq's ``center`` for excitations, the
     middle of the waveform for inversions (symmetric adiabatic pulses)."""
     t = np.asarray(rf.t, dtype=np.float64)
     if getattr(rf, "use", "") != "inversion" and getattr(rf, "center", None) is not None:
@@ -169,7 +172,8 @@ def read_sequence(source: str | Path | Any) -> SequenceReadback:
             else:
                 labels[event.label] = labels.get(event.label, 0) + int(event.value)
         if block.rf is not None:
-            pulse = RfPulse(t + _centre(block.rf), _flip_deg(block.rf), str(getattr(block.rf, "use", "")), index)
+            pulse = RfPulse(t + pulse_centre_s(block.rf), pulse_flip_deg(block.rf), str(getattr(block.rf, "use", "")),
+                            index)
             pulses.append(pulse)
             if pulse.use != "inversion":
                 shots.append(Shot(pulse))

@@ -27,7 +27,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -146,14 +146,8 @@ def pulseq_readouts(seq_path: str | os.PathLike[str]) -> tuple[list[PulseqReadou
     if any(r.line < 0 for r in out):  # no LIN labels: lines from the phase-encode moment
         ky_min = min(r.ky_cycles for r in imaging)
         centre = -int(round(ky_min))
-        out = [r if r.line >= 0 else _with_line(r, int(round(r.ky_cycles)) + centre) for r in out]
+        out = [r if r.line >= 0 else replace(r, line=int(round(r.ky_cycles)) + centre) for r in out]
     return out, definitions
-
-
-def _with_line(r: PulseqReadout, line: int) -> PulseqReadout:
-    from dataclasses import replace
-
-    return replace(r, line=line)
 
 
 def read_twix_readouts(raw_path: str | os.PathLike[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -279,7 +273,6 @@ def write_converted(out_path: str | os.PathLike[str], readouts: list[PulseqReado
             raise ValueError(f"readout {k}: {d.shape} in the raw data, (coils, {r.n_samples}) in the sequence's ADC")
     n_coils = int(data[0].shape[0])
     has_navigators = any(r.navigator for r in readouts)
-    source = navigators_from
     n_nav = 3 if (has_navigators or navigators) else 0
     xml, nx, ny = converted_header_xml(readouts, definitions, n_coils=n_coils, n_navigators=n_nav,
                                       field_strength_t=field_strength_t, description=description)
@@ -342,4 +335,4 @@ def write_converted(out_path: str | os.PathLike[str], readouts: list[PulseqReado
             append(data[k], r, flags, centre if r.navigator else r.line)
     fov = tuple(float(v) * 1e3 for v in np.ravel(definitions["FOV"]))
     return ConvertInfo(out, scan, counts["nav"], counts["ref"], counts["noise"], (ny, nx),
-                       (fov[0], fov[1], fov[2]), n_coils, source)
+                       (fov[0], fov[1], fov[2]), n_coils, navigators_from)
