@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .excitation import DEFAULT_ROTATION
 from .grid_tables import flat_on_device, recorded_array
 from .grid_tables import uniform_axis as _axis
 from .schedule import Schedule
@@ -77,7 +78,7 @@ class AtomNormTable:
     @classmethod
     def build(cls, schedule: Schedule, t1_range_ms: tuple[float, float], t2_range_ms: tuple[float, float],
               b1_range: tuple[float, float] | None = None, *, shape: tuple[int, int, int] = DEFAULT_SHAPE,
-              n_positions: int = 24, chunk_size: int = 32768) -> "AtomNormTable":
+              n_positions: int = 24, chunk_size: int = 32768, rotation: str = DEFAULT_ROTATION) -> "AtomNormTable":
         """Simulate the grid's atoms (:func:`drone_core.epg.simulate`, the schedule's slice profile) and keep
         ln ‖|a|‖.
 
@@ -89,6 +90,7 @@ class AtomNormTable:
             shape: grid points ``(n_b1, n_t1, n_t2)``.
             n_positions: slice positions of the profile integral.
             chunk_size: atoms per EPG call (bounds memory).
+            rotation: the slice-profile model (:func:`drone_core.epg.simulate`).
         """
         from .epg import simulate
 
@@ -103,7 +105,7 @@ class AtomNormTable:
         for start in range(0, flat_b1.size, int(chunk_size)):
             sl = slice(start, start + int(chunk_size))
             atoms = simulate(schedule, flat_t1[sl], flat_t2[sl], flat_b1[sl], n_positions=n_positions,
-                             dtype=torch.float64)
+                             dtype=torch.float64, rotation=rotation)
             norms[sl] = np.linalg.norm(np.abs(np.asarray(atoms)), axis=1)
         log_norm = np.log(np.maximum(norms, np.finfo(np.float64).tiny)).reshape(bb.shape)
         return cls(log_norm, (float(t1_range_ms[0]), float(t1_range_ms[1])),

@@ -4,7 +4,8 @@ Per tissue (T1, T2 in ms; B1 relative; M0 = 1):
 
 1. at t = 0 an instantaneous inversion, Mz → (1 − 2η)·Mz;
 2. free relaxation for TI;
-3. for each frame i: an instantaneous rotation by B1·α_i about x; relaxation for TE; the
+3. for each frame i: an instantaneous rotation by B1·α_i about x (with a slice profile: at each position z the
+   pulse's own rotation there, its Cayley–Klein (α(z), β(z)), ``rotation="spinor"``); relaxation for TE; the
    transverse magnetisation F0 is sampled (frame i); relaxation for TR_i − TE; one order of
    gradient dephasing (FISP-like unbalanced spoiler, no RF spoiling);
 4. relaxation: transverse × exp(−t/T2), longitudinal towards M0 with exp(−t/T1).
@@ -44,7 +45,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .excitation import DEFAULT_N_POSITIONS, ROTATIONS, ProfileTable, profile_table
+from .excitation import DEFAULT_N_POSITIONS, DEFAULT_ROTATION, ROTATIONS, ProfileTable, profile_table
 from .schedule import Schedule
 
 __all__ = ["simulate", "simulate_sequence", "ArrayLike", "DEFAULT_CHUNK_SIZE"]
@@ -90,7 +91,7 @@ def simulate_sequence(
     t2_ms: torch.Tensor,
     b1: torch.Tensor | float = 1.0,
     profile: ProfileTable | None = None,
-    rotation: str = "x",
+    rotation: str = DEFAULT_ROTATION,
 ) -> torch.Tensor:
     """EPG signal of every tissue for a schedule given as tensors (the differentiable core).
 
@@ -105,9 +106,9 @@ def simulate_sequence(
         b1: relative transmit field, scalar or ``(n,)``.
         profile: the slice profile (:func:`drone_core.excitation.profile_table`), or None for an
             ideal slice. With a profile the signal is the slice integral ``Σ_j w_j · s(θ(z_j; B1·α))``.
-        rotation: with a profile, ``"x"`` (θ(z) about x, the normative model) or ``"spinor"`` (the pulse's full
-            rotation at each position, :meth:`ProfileTable.rotations`; the slice integral then keeps the part of
-            F0 that survives the sum over ±z, as the model's ``Im F0``).
+        rotation: with a profile, ``"spinor"`` (the normative model: the pulse's full rotation at each position,
+            :meth:`ProfileTable.rotations`; the slice integral keeps the part of F0 that survives the sum over
+            ±z, ``Im F0``) or ``"x"`` (θ(z) about x, the model before it).
 
     Returns:
         complex tensor ``(n, n_frames)``: F0 at TE of every frame, for M0 = 1, in the dtype's
@@ -259,7 +260,7 @@ def simulate(
     device: str | torch.device | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     n_positions: int = DEFAULT_N_POSITIONS,
-    rotation: str = "x",
+    rotation: str = DEFAULT_ROTATION,
 ) -> np.ndarray | torch.Tensor:
     """Simulate the signal of tissues under ``schedule`` with the normative model (M0 = 1).
 
@@ -278,10 +279,10 @@ def simulate(
             numpy input).
         chunk_size: atoms simulated at once (bounds memory; divided by ``n_positions`` with a profile).
         n_positions: slice positions of the profile integral (ignored without an excitation).
-        rotation: ``"x"`` (the normative model) or ``"spinor"``: the pulse's full rotation at each position,
-            which a Bloch simulation of the real waveform follows within 0.2 % where ``"x"`` is 0.7–3.5 % off
-            (docs/SCANNER.md §6); not yet the model the shipped network is trained on. Ignored without an
-            excitation (an ideal slice is a rotation about x).
+        rotation: ``"spinor"`` (the normative model): the pulse's full rotation at each position, which a Bloch
+            simulation of the real waveform follows within 0.2 %; or ``"x"``: θ(z) about x, the model before
+            it, 0.7–3.5 % off (docs/SCANNER.md §6). Ignored without an excitation (an ideal slice is a rotation
+            about x).
 
     Returns:
         ``(n, n_frames)`` complex signal: a numpy array (complex64/complex128) when ``t1_ms`` is not

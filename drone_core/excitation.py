@@ -59,13 +59,17 @@ __all__ = [
     "TABLE_MAX_DEG",
     "spinor_flip_angles",
     "spinor_parameters",
+    "DEFAULT_ROTATION",
     "ROTATIONS",
     "profile_table",
 ]
 
-#: How the EPG applies the pulse at each slice position: ``"x"`` (the normative model: θ(z) about x) or
-#: ``"spinor"`` (the pulse's full rotation, its axis turning across the slice; docs/SCANNER.md §6).
+#: How the EPG applies the pulse at each slice position: ``"spinor"`` (the normative model: the pulse's full
+#: rotation, its axis turning across the slice; docs/SIGNAL_MODEL.md, docs/SCANNER.md §6) or ``"x"`` (θ(z) about
+#: x, the model before it: 0.7–3.5 % from a Bloch simulation of the waveform, kept for comparison and old models).
 ROTATIONS: tuple[str, ...] = ("x", "spinor")
+#: The normative slice-profile rotation.
+DEFAULT_ROTATION = "spinor"
 #: Pulse shapes this package can simulate.
 SHAPES: tuple[str, ...] = ("sinc",)
 #: Apodization windows of the sinc.
@@ -261,6 +265,9 @@ class ProfileTable:
         z: ``(p,)`` positions, slice thicknesses; ``weights``: ``(p,)`` their quadrature weights.
         table_deg: ``(n_angles, p)`` flip angles at the table's centre rotations
             ``0, TABLE_STEP_DEG, …, TABLE_MAX_DEG`` (degrees).
+        table_alpha, table_beta: ``(n_angles, p)`` complex Cayley–Klein parameters of the pulse at the same
+            rotations and positions (:func:`spinor_parameters`); a table given none holds the rotations about x by
+            ``table_deg`` (α = cos θ/2, β = −i·sin θ/2).
     """
 
     excitation: Excitation
@@ -269,6 +276,14 @@ class ProfileTable:
     table_deg: np.ndarray
     table_alpha: np.ndarray | None = None
     table_beta: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.table_alpha is None) != (self.table_beta is None):
+            raise ValueError("table_alpha, table_beta: give both or neither")
+        if self.table_alpha is None:
+            half = 0.5 * np.deg2rad(np.asarray(self.table_deg, dtype=np.float64))
+            object.__setattr__(self, "table_alpha", np.cos(half).astype(np.complex128))
+            object.__setattr__(self, "table_beta", -1j * np.sin(half))
 
     @property
     def n_positions(self) -> int:
@@ -283,8 +298,7 @@ class ProfileTable:
         """
         import torch
 
-        if self.table_alpha is None or self.table_beta is None:  # pragma: no cover - profile_table fills them
-            raise ValueError("this profile table holds no spinors")
+        assert self.table_alpha is not None and self.table_beta is not None  # __post_init__ fills them
         idx, frac = self._position(alpha_deg)
         out = []
         for table in (self.table_alpha, self.table_beta):

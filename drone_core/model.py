@@ -43,6 +43,7 @@ from torch import nn
 
 from ._version import __version__
 from .epg import simulate
+from .excitation import DEFAULT_ROTATION, ROTATIONS
 from .hardware import cpu_flags
 from .atom_norms import DEFAULT_SHAPE as DEFAULT_TABLE_SHAPE
 from .atom_norms import TENSOR_KEY as M0_TABLE_KEY
@@ -316,6 +317,10 @@ class DroneModel:
         uncertainty_table: the sd of this network's estimates over (B1, T1, T2, SNR)
             (:class:`~drone_core.uncertainty.UncertaintyTable`), for :meth:`estimate_std`; None: none
             (:meth:`with_uncertainty_table` measures one).
+        rotation: the slice-profile model its atoms were simulated with (:data:`drone_core.excitation.ROTATIONS`):
+            ``"spinor"`` (the pulse's full rotation: the normative model) or ``"x"`` (θ(z) about x: the model of
+            files written before it; a file without the entry is one of those). Every atom the model simulates for
+            itself (the M0 fit, the M0 and uncertainty tables) uses it.
     """
 
     network: DroneMLP
@@ -328,8 +333,11 @@ class DroneModel:
     b1: B1Use = field(default_factory=B1Use)
     m0_table: AtomNormTable | None = None
     uncertainty_table: UncertaintyTable | None = None
+    rotation: str = DEFAULT_ROTATION
 
     def __post_init__(self) -> None:
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"rotation: expected one of {list(ROTATIONS)}, got {self.rotation!r}")
         if not isinstance(self.b1, B1Use):
             raise TypeError(f"b1: expected a B1Use, got {type(self.b1).__name__}")
         if self.network.n_extra_inputs != int(self.b1.input):
@@ -605,7 +613,7 @@ class DroneModel:
         if valid_np.any():
             atoms = np.abs(simulate(self.schedule, t1_np[valid_np].astype(np.float64),
                                     np.clip(t2_np[valid_np], 1e-3, None).astype(np.float64),
-                                    b1_np[valid_np], n_positions=M0_N_POSITIONS))
+                                    b1_np[valid_np], n_positions=M0_N_POSITIONS, rotation=self.rotation))
             m0[valid_np] = fit_m0(np.where(np.isfinite(mags[valid_np]), mags[valid_np], 0).astype(np.float32),
                                   atoms.astype(np.float32))
         return m0
@@ -616,7 +624,7 @@ class DroneModel:
         lo1, lo2 = max(self.t1_range_ms[0], 0.1), max(self.t2_range_ms[0], 0.1)
         self.m0_table = AtomNormTable.build(self.schedule, (lo1, self.t1_range_ms[1]), (lo2, self.t2_range_ms[1]),
                                             self.b1.range if (self.b1.input or self.b1.output) else None, shape=shape,
-                                            n_positions=n_positions)
+                                            n_positions=n_positions, rotation=self.rotation)
         return self
 
     def network_digest(self) -> str:
@@ -671,6 +679,7 @@ class DroneModel:
             "b1": self.b1.to_dict(),
             "architecture": self.network.architecture(),
             "training": self.training,
+            "signal_model": {"slice_rotation": self.rotation},
             **({"m0_table": self.m0_table.to_metadata()} if self.m0_table is not None else {}),
             **({"uncertainty_table": self.uncertainty_table.to_metadata()}
                if self.uncertainty_table is not None else {}),
@@ -754,7 +763,7 @@ class DroneModel:
         model = cls(network, schedule, tuple(meta["t1_range_ms"]), tuple(meta["t2_range_ms"]),
                     meta.get("training", {}), meta.get("drone_version", "unknown"),
                     meta.get("target", {}).get("transform", "linear"), B1Use.from_dict(meta.get("b1")), table,
-                    uncertainty)
+                    uncertainty, (meta.get("signal_model") or {}).get("slice_rotation", "x"))
         return model.to(device)
 
 

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .excitation import DEFAULT_ROTATION
 from .grid_tables import flat_on_device, recorded_array
 from .grid_tables import uniform_axis as _axis
 
@@ -139,7 +140,8 @@ class UncertaintyTable:
         vi, vj = ii[valid], jj[valid]
         for ib, b1 in enumerate(b1_axis):
             atoms = np.asarray(simulate(model.schedule, t1_axis[vi], t2_axis[vj], np.full(vi.size, b1),
-                                       n_positions=n_positions, dtype=torch.float64)).astype(np.complex64)
+                                       n_positions=n_positions, dtype=torch.float64,
+                                       rotation=getattr(model, "rotation", DEFAULT_ROTATION))).astype(np.complex64)
             for start in range(0, vi.size, int(nodes_per_call)):
                 a = atoms[start:start + int(nodes_per_call)]  # (c, N)
                 noisy = np.abs(a[:, None, None, :] + z[None, None] / snr[None, :, None, None])  # (c, ns, K, N)

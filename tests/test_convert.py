@@ -149,3 +149,17 @@ def test_the_labels_of_drone_sequence_are_read(tmp_path) -> None:
     assert (nx, ny) == (32, 32) and enc.encodingLimits.repetition.maximum == 1
     assert enc.parallelImaging.accelerationFactor.kspace_encoding_step_1 == 2
     assert enc.parallelImaging.calibrationMode.value == "separate"
+    # The schedule the sequence declares is in the header, as in the project's own scans: the gadget checks it.
+    params = header.sequenceParameters
+    np.testing.assert_allclose(params.flipAngle_deg, schedule.flip_angle_deg)
+    np.testing.assert_allclose(params.TR, schedule.tr_ms)
+    assert list(params.TE) == [schedule.te_ms] and list(params.TI) == [schedule.ti_ms]
+    strings = {p.name: p.value for p in header.userParameters.userParameterString}
+    assert strings["DRONE_schedule_digest"] == schedule.digest()
+    # A schedule edited in the .seq after it was written is refused, naming both digests.
+    from drone_gadgets.scans.convert import sequence_schedule
+
+    edited = {**definitions, "DRONE_schedule": definitions["DRONE_schedule"].replace("30.0", "31.0", 1)}
+    with pytest.raises(ValueError, match=rf"DRONE_schedule: digest \w+ but the sequence records {schedule.digest()}"):
+        sequence_schedule(edited)
+    assert sequence_schedule({}) is None  # another sequence (the tutorial's) declares none

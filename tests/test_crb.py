@@ -337,9 +337,14 @@ PROFILE_EXCITATION = Excitation("sinc", 4.0, "hann")
 #: Slice positions in the fast profile tests: fewer than the default 24 (cost ∝ positions); the
 #: bound's formulas do not depend on the count.
 PROFILE_N_POSITIONS = 8
-#: A flat table θ(z) = α with weights summing to 1 is the ideal slice up to float64 rounding of the
-#: weighted sum and the interpolation (α/step·step): a few ulps of each signal.
-FLAT_PROFILE_RTOL = 1e-12
+#: A flat table θ(z) = α with weights summing to 1 is the ideal slice up to the interpolation of the rotation:
+#: the normative (spinor) EPG interpolates cos θ/2 and sin θ/2 linearly between nodes 0.25° apart, an error of at
+#: most (0.25°/2)²/8 = 5.9e-7 per pulse (rad²), which adds up over 25 frames to the measured 1.4e-6 of the largest
+#: signal (the rotation about x interpolates θ itself, exact for a flat table: a few ulps).
+FLAT_PROFILE_RTOL = 1e-5
+#: The B1 column differentiates that interpolation: the slope of a linear interpolant of cos θ/2 is off by up to
+#: h/2·max|f''| = 0.25°/2 · 1/4 (rad) against a slope of up to 1/2: 1.1e-3; measured 1.1e-3 of the largest value.
+FLAT_PROFILE_B1_RTOL = 2e-3
 #: Central differences through the profile table: θ is piecewise linear in B1·α (0.25° cells), so
 #: the step must be small enough that no cell boundary falls inside ±h for most frames
 #: (h·α ≈ 1e-4°: ≲ 1 % chance per frame set); truncation ∝ h² ≈ 1e-12, round-off 1e-16/1e-6 = 1e-10.
@@ -399,7 +404,8 @@ def test_flat_profile_table_gives_the_ideal_jacobian(schedule: Schedule) -> None
     got = signal_jacobian(*args, include_b1=True, profile=flat).numpy()
     for col in range(4):
         scale = np.abs(ideal[..., col]).max(axis=1, keepdims=True)
-        assert np.abs(got[..., col] - ideal[..., col]).max() <= FLAT_PROFILE_RTOL * scale.max(), f"column {col}"
+        tol = FLAT_PROFILE_B1_RTOL if col == 3 else FLAT_PROFILE_RTOL
+        assert np.abs(got[..., col] - ideal[..., col]).max() <= tol * scale.max(), f"column {col}"
 
 
 def test_profile_jacobian_matches_central_differences() -> None:

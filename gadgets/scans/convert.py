@@ -11,7 +11,9 @@ readout is comes from the sequence, not from guesses:
   ``drone sequence`` carry them); **slice** and **frame** from ``SLC`` and ``REP``;
 * **the readout** (ramp-up, flat top, ramp-down, ADC delay, samples, dwell) from the readout gradient and the
   ADC, into the header's ``ConventionalEPI`` trajectory description, as Gadgetron's ``EPIReconXGadget`` reads it;
-* **the field of view** from the sequence's ``[DEFINITIONS] FOV``; the matrix from the k-space extent.
+* **the field of view** from the sequence's ``[DEFINITIONS] FOV``; the matrix from the k-space extent;
+* **the schedule** (``sequenceParameters``, ``userParameters``) from ``[DEFINITIONS] DRONE_schedule`` when the
+  sequence is one of ``drone sequence``'s.
 
 A sequence without navigators (most tutorial EPIs) gets its odd/even correction from a **reference scan**
 of the same sequence played without phase encoding (``--reference``): its first three readouts (+, −, +)
@@ -23,6 +25,7 @@ the oversampling in ``numSamples``.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -34,11 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from drone_core.schedule import Schedule
+
 from ..recon.header import ISMRMRD_NAMESPACE
-from .layout import GYROMAGNETIC_RATIO_HZ_PER_T, EpiTrajectory, element, epi_encoding, header_text, prepare_outputs
+from .layout import (GYROMAGNETIC_RATIO_HZ_PER_T, EpiTrajectory, element, epi_encoding, header_text, prepare_outputs,
+                     schedule_sections)
 
 __all__ = ["PulseqReadout", "ConvertInfo", "pulseq_readouts", "read_twix_readouts", "converted_header_xml",
-           "convert", "write_converted"]
+           "convert", "sequence_schedule", "write_converted"]
 
 _FLAGS = {"FIRST_IN_SLICE": 7, "LAST_IN_SLICE": 8, "LAST_IN_REPETITION": 14, "LAST_IN_MEASUREMENT": 25,
           "NOISE_MEASUREMENT": 19, "PARALLEL_CALIBRATION": 20, "REVERSE": 22, "PHASECORR_DATA": 24}
@@ -175,7 +181,12 @@ def converted_header_xml(readouts: list[PulseqReadout], definitions: dict[str, A
     """The ISMRMRD header of a converted acquisition; returns ``(xml, nx, ny)``.
 
     The matrix is ``[DEFINITIONS] MatrixSize`` when the sequence has it, else the lines spanned (square
-    pixels); encodedSpace = reconSpace (siemens_to_ismrmrd's EPI convention).
+    pixels); encodedSpace = reconSpace (siemens_to_ismrmrd's EPI convention). A sequence of ``drone sequence``
+    carries its schedule (``[DEFINITIONS] DRONE_schedule`` and its digest): it goes into ``sequenceParameters``
+    and ``userParameters`` as in the project's own scans, so the gadget checks the scan against its estimator.
+
+    Raises:
+        ValueError: the sequence's schedule does not match its recorded digest.
     """
     fov = np.ravel(definitions["FOV"]).astype(float) * 1e3  # mm (x, y, z)
     imaging = [r for r in readouts if not (r.noise or r.navigator)]
@@ -213,7 +224,30 @@ def converted_header_xml(readouts: list[PulseqReadout], definitions: dict[str, A
                  trajectory=EpiTrajectory(first.ramp_up_us, first.flat_top_us, first.ramp_down_us, first.acq_delay_us,
                                           first.n_samples, first.dwell_us, len(train), n_navigators,
                                           comment="converted from a Pulseq acquisition: the .seq's readout"))
+    schedule = sequence_schedule(definitions)
+    if schedule is not None:
+        schedule_sections(root, schedule, description)
     return header_text(root), nx, ny
+
+
+def sequence_schedule(definitions: dict[str, Any]) -> Schedule | None:
+    """The schedule a sequence of ``drone sequence`` declares in its ``[DEFINITIONS]``, or None (another sequence).
+
+    Raises:
+        ValueError: the schedule is unreadable or does not match ``DRONE_schedule_digest``.
+    """
+    text = definitions.get("DRONE_schedule")
+    if text is None:
+        return None
+    try:
+        schedule = Schedule.from_dict(json.loads(str(text)))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"the sequence's [DEFINITIONS] DRONE_schedule: not a readable schedule ({exc})") from None
+    recorded = str(definitions.get("DRONE_schedule_digest", ""))
+    if recorded and schedule.digest() != recorded:
+        raise ValueError(f"the sequence's [DEFINITIONS] DRONE_schedule: digest {schedule.digest()} but the sequence "
+                         f"records {recorded} (the file was edited)")
+    return schedule
 
 
 def convert(raw_path: str | os.PathLike[str], out_path: str | os.PathLike[str], seq_path: str | os.PathLike[str], *,
