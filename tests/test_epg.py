@@ -511,7 +511,8 @@ SPINOR_REFERENCE_TOL = 1e-5
 def test_spinor_rotation_equals_the_rotation_about_x_for_an_ideal_slice():
     t1, t2, b1 = random_tissues(41, 20)
     sched = random_schedule(41, 12, eta=0.9, ti_ms=15.0)
-    np.testing.assert_array_equal(simulate(sched, t1, t2, b1, rotation="spinor"), simulate(sched, t1, t2, b1, rotation="x"))
+    np.testing.assert_array_equal(simulate(sched, t1, t2, b1, rotation="spinor"),
+                                  simulate(sched, t1, t2, b1, rotation="x"))
 
 
 @pytest.mark.parametrize("b1", [0.7, 1.0, 1.3])

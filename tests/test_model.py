@@ -180,6 +180,27 @@ def test_tampered_schedule_is_refused(model: DroneModel, tmp_path: Path) -> None
         DroneModel.load(path)
 
 
+def test_the_file_records_the_slice_rotation_and_old_files_read_as_x(model: DroneModel, tmp_path: Path) -> None:
+    """A model knows the slice-profile model its atoms came from: the normative spinor for new models; files
+    written before the entry existed were trained on the rotation about x, and read so."""
+    assert model.rotation == "spinor"
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    n, header = _header(path)
+    meta = json.loads(header["__metadata__"]["drone_model"])
+    assert meta["signal_model"] == {"slice_rotation": "spinor"}
+    assert DroneModel.load(path).rotation == "spinor"
+    del meta["signal_model"]
+    header["__metadata__"]["drone_model"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    data = path.read_bytes()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    assert DroneModel.load(path).rotation == "x"
+    with pytest.raises(ValueError, match=r"rotation: expected one of \['x', 'spinor'\], got 'z'"):
+        DroneModel(model.network, model.schedule, model.t1_range_ms, model.t2_range_ms, rotation="z")
+
+
 def test_not_a_model_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")

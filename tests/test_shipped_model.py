@@ -32,7 +32,7 @@ def test_default_model_matches_default_schedule() -> None:
     model = default_model()
     assert model.schedule.same_physics(default_schedule())
     assert model.schedule.excitation is not None  # trained with the slice profile
-    assert model.network.architecture()["hidden"] == [64, 64]
+    assert model.network.architecture()["hidden"] == [96, 96]
     assert model.t1_range_ms == (1.0, 5000.0) and model.t2_range_ms == (1.0, 2000.0)
     assert model.b1.input and not model.b1.output and model.b1.range == (0.5, 1.5)
 
