@@ -9,13 +9,13 @@ is the centre line's readout at k = 0 (the mean of the two samples either side o
 through one simulation as "coils": coil j sees voxel j alone (a one-hot sensitivity), so each channel is one
 tissue's signal.
 
-Convergence. MRzero's graph keeps a state per echo pathway and merges none here: each pathway's time spent
-transverse (its τ) differs with this schedule's varying TRs, so the states triple with every pulse (1, 2, 6,
-18, 54, … per repetition) and are pruned, weakest first, at ``max_state_count``. Pathways of short-T2 tissues
-fade before pruning reaches them: at 10,000 states and a 1e-12 floor WM and GM are within 3e-5 / 6e-5 of the
-EPG (2,000 states and 1e-9 left 4.3e-4 / 7.9e-4, which the previous version of this test tolerated). Long T2
-(CSF, 870 ms; NIST spheres with T2 ≳ 140 ms) keeps thousands of strong pathways alive, and no affordable state
-count converges it: it is not asserted here (docs/SCANNER.md §5).
+Convergence. MRzero's graph merges no pathways here: its states triple with every pulse (1, 2, 6, 18, 54, …
+per repetition, counted) and are pruned, weakest first, at ``max_state_count`` — likely because it tells
+pathways apart by their time spent transverse (τ) too, which differs with this schedule's varying TRs.
+Pathways of short-T2 tissues fade before pruning reaches them: at 10,000 states and a 1e-12 floor WM and GM
+are within 3e-5 / 6e-5 of the EPG (2,000 states and 1e-9 left 4.3e-4 / 7.9e-4, which the previous version of
+this test tolerated). Long T2 (CSF, 870 ms; NIST spheres with T2 ≳ 140 ms) keeps thousands of strong pathways
+alive, and no affordable state count converges it: it is not asserted here (docs/SCANNER.md §5).
 """
 
 from __future__ import annotations
