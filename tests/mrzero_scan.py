@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["MrzeroPhantom", "disc_phantom", "coil_sensitivities", "mrzero_protocol", "write_mrzero_sequence",
-           "simulate_signal", "split_readouts", "write_mrzero_scan", "adjoint_image", "TISSUE_LABELS",
+           "simulate_signal", "mrzero_signal", "split_readouts", "write_mrzero_scan", "adjoint_image", "TISSUE_LABELS",
            "TISSUE_M0"]
 
 #: Label of each tissue in :func:`disc_phantom` (0: air), as in :func:`drone_core.phantoms.brain_phantom`.
@@ -160,19 +160,30 @@ def write_mrzero_sequence(path: str | Path, matrix: tuple[int, int] = (32, 32), 
 
 def simulate_signal(seq_path: str | Path, phantom: MrzeroPhantom, *, max_states: int = 200,
                     min_state_mag: float = 1e-4, min_signal: float = 1e-3) -> np.ndarray:
-    """MRzero's signal of every ADC sample of the sequence, in sequence order.
+    """MRzero's signal of every ADC sample of the sequence on ``phantom``, in sequence order
+    (:func:`mrzero_signal` of its voxel grid).
+
+    Returns:
+        ``(samples, coils)`` complex64 (MRzero's scale: M0 = PD per voxel, summed over voxels).
+    """
+    return mrzero_signal(seq_path, phantom.voxel_grid().build(), max_states=max_states, min_state_mag=min_state_mag,
+                         min_signal=min_signal)
+
+
+def mrzero_signal(seq_path: str | Path, data: Any, *, max_states: int, min_state_mag: float,
+                  min_signal: float) -> np.ndarray:
+    """MRzero's phase-graph simulation of the ``.seq`` on built ``data`` (an ``MRzeroCore.SimData``).
 
     Args:
         max_states, min_state_mag: the phase graph's pruning (``compute_graph``).
         min_signal: ``execute_graph``'s ``min_emitted_signal`` and ``min_latent_signal``.
 
     Returns:
-        ``(samples, coils)`` complex64 (MRzero's scale: M0 = PD per voxel, summed over voxels).
+        ``(samples, coils)`` complex64, every ADC sample in sequence order.
     """
     import MRzeroCore as mr0
     import torch
 
-    data = phantom.voxel_grid().build()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seq = mr0.Sequence.import_file(str(seq_path))
@@ -180,7 +191,7 @@ def simulate_signal(seq_path: str | Path, phantom: MrzeroPhantom, *, max_states:
             graph = mr0.compute_graph(seq, data, max_state_count=max_states, min_state_mag=min_state_mag)
             signal = mr0.execute_graph(graph, seq, data, min_emitted_signal=min_signal, min_latent_signal=min_signal,
                                        print_progress=False)
-    return np.asarray(signal.numpy(), dtype=np.complex64).reshape(-1, phantom.n_coils)
+    return np.asarray(signal.numpy(), dtype=np.complex64).reshape(-1, int(data.coil_sens.shape[0]))
 
 
 def split_readouts(signal: np.ndarray, readouts: list[Any]) -> list[np.ndarray]:

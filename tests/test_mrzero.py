@@ -35,6 +35,7 @@ from drone_core.phantoms import NIST_T1_ARRAY, NIST_T2_ARRAY  # noqa: E402
 from drone_core.schedule import default_schedule  # noqa: E402
 from drone_core.sequence.epi_mrf import EpiMrfProtocol, write_sequence  # noqa: E402
 from drone_core.sequence.readback import read_sequence  # noqa: E402
+from mrzero_scan import mrzero_signal  # noqa: E402
 
 #: Max |difference| of L2-normalised fingerprints: the scanner issue's goal. Measured at MAX_STATES / MIN_STATE:
 #: WM 2.3e-5, GM 5.7e-5; NIST T1 array spheres 9–14 ≤ 1.6e-5, T2 array spheres 8–14 ≤ 1.6e-5, sphere 7 1.0e-4.
@@ -66,16 +67,11 @@ def mrzero_fingerprints(sequence, t1_ms: np.ndarray, t2_ms: np.ndarray) -> np.nd
     """MRzero's frames at k = 0 of voxels with these tissues (ms), ``(n, n_frames)`` complex, one channel each."""
     schedule, path, readback = sequence
     n = len(t1_ms)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seq = mr0.Sequence.import_file(str(path))
-        data = mr0.CustomVoxelPhantom(pos=[[0.0, 0.0, 0.0]] * n, PD=1.0, T1=(np.asarray(t1_ms) * 1e-3).tolist(),
-                                      T2=(np.asarray(t2_ms) * 1e-3).tolist(), T2dash=1e6, D=0.0, B0=0.0, B1=1.0,
-                                      voxel_size=[1e-3, 1e-3, 0.1], voxel_shape="gauss").build()
-        data.coil_sens = torch.eye(n, dtype=data.coil_sens.dtype)  # channel j hears voxel j alone
-        graph = mr0.compute_graph(seq, data, max_state_count=MAX_STATES, min_state_mag=MIN_STATE)
-        signal = mr0.execute_graph(graph, seq, data, min_emitted_signal=MIN_STATE, min_latent_signal=MIN_STATE,
-                                   print_progress=False).numpy().reshape(-1, n)
+    data = mr0.CustomVoxelPhantom(pos=[[0.0, 0.0, 0.0]] * n, PD=1.0, T1=(np.asarray(t1_ms) * 1e-3).tolist(),
+                                  T2=(np.asarray(t2_ms) * 1e-3).tolist(), T2dash=1e6, D=0.0, B0=0.0, B1=1.0,
+                                  voxel_size=[1e-3, 1e-3, 0.1], voxel_shape="gauss").build()
+    data.coil_sens = torch.eye(n, dtype=data.coil_sens.dtype)  # channel j hears voxel j alone
+    signal = mrzero_signal(path, data, max_states=MAX_STATES, min_state_mag=MIN_STATE, min_signal=MIN_STATE)
     centre = int(np.ravel(readback.definitions["kSpaceCenterLine"])[0])
     frames, start = [], 0
     for r in readback.readouts:
